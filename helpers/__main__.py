@@ -1,0 +1,178 @@
+"""Command line: the same functions the notebooks call.
+
+    python -m helpers run --preset {smoke,demo,voc} [--out DIR] [-p NAME VALUE]... [--force]
+    python -m helpers train --method {teacher,baseline,response,feature} [--epochs N] [--batch-size B] [--resume] [-p NAME VALUE]...
+    python -m helpers compare --run NAME [--preset P] [-p NAME VALUE]...
+    python -m helpers qualitative --checkpoint PATH --output-dir DIR [--num-success 10] [--num-failure 10]
+    python -m helpers demo-data --root DIR [--seed N]
+    python -m helpers bench [--device cpu|cuda] [--image-size S] [--batch-size B]
+
+A user's mistake prints one short paragraph and exits with status 2; `--debug` shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import UserError
+
+
+def _params(pairs) -> dict:
+    from .runner import parse_value
+
+    return {name: parse_value(value) for name, value in (pairs or [])}
+
+
+def _config(preset: str | None, pairs, **explicit):
+    """Config from a preset, then -p overrides, then explicit flags; names and types checked."""
+    from .config import Config
+    from .runner import load_preset
+
+    values = load_preset(preset) if preset else {}
+    values.update(_params(pairs))
+    values.update({k: v for k, v in explicit.items() if v is not None})
+    for key in ("num_success", "num_failure", "num_show", "interactive"):
+        pass
+    return Config.from_dict(values)
+
+
+def cmd_run(a):
+    from .runner import run
+
+    overrides = _params(a.param)
+    run(a.preset, out_dir=a.out, overrides=overrides, force=a.force)
+
+
+def cmd_train(a):
+    from . import engine
+
+    cfg = _config(a.preset, a.param, epochs=a.epochs, batch_size=a.batch_size)
+    if a.method == "teacher" and a.epochs is not None:
+        cfg = cfg.replace(teacher_epochs=a.epochs, epochs=cfg.epochs)
+    path = engine.checkpoint_path(cfg, a.method)
+    if not a.resume and path.is_file():
+        raise UserError(f"'{path}' already exists. Pass --resume to continue (or reuse) it, or delete it "
+                        "to train from scratch.")
+    model, history = engine.fit(cfg, a.method, resume=a.resume)
+    msg = f"saved {path}"
+    if history.get("monitor_miou"):
+        msg += f" (monitor mIoU on {cfg.monitor_split}: {history['monitor_miou'][-1]:.4f})"
+    print(msg)
+
+
+def cmd_compare(a):
+    from . import compare, report
+
+    cfg = _config(a.preset, a.param, run_name=a.run)
+    results = compare.compare(cfg)
+    print(report.table_text(results))
+    print(f"written to {compare.out_dir(cfg)}/kd_comparison_results.{{txt,md,csv,json}}")
+
+
+def cmd_qualitative(a):
+    from . import engine, qualitative
+    from .config import Config
+
+    model, state = engine.load_model(a.checkpoint, engine.resolve_device(a.device))
+    cfg = Config.from_dict({k: v for k, v in state.get("config", {}).items() if k in Config.__dataclass_fields__})
+    if a.data_root:
+        cfg = cfg.replace(data_root=a.data_root)
+    engine.prepare_data(cfg, progress=False)
+    ds = engine.dataset(cfg, a.split or cfg.eval_split)
+    ev = engine.evaluate(model, ds, engine.resolve_device(a.device), progress=True)
+    qualitative.write_cases(model, ds, ev, a.output_dir, a.num_success, a.num_failure,
+                            engine.resolve_device(a.device), name=f"{state.get('method')} ({Path(a.checkpoint).name})")
+    print(f"mIoU {ev['miou']:.4f} on {len(ds)} images; figures in {a.output_dir}")
+
+
+def cmd_demo_data(a):
+    from . import demo_data
+
+    base = demo_data.generate(a.root, seed=a.seed, size=a.size)
+    print(f"demo set written to {base}")
+
+
+def cmd_bench(a):
+    from . import perf
+
+    perf.main(device=a.device, image_size=a.image_size, batch_size=a.batch_size, out=a.out, preset=a.preset)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n")[0])
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def params(sp):
+        sp.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                        help="override a parameter (repeatable), e.g. -p epochs 5")
+
+    r = sub.add_parser("run", help="execute notebooks 01-06 with papermill and build the report")
+    r.add_argument("--preset", default="demo", help="smoke, demo, voc or a YAML file (default demo)")
+    r.add_argument("--out", type=Path, help="run folder (default reports/<run_name>)")
+    r.add_argument("--force", action="store_true", help="retrain models even when finished checkpoints exist")
+    params(r)
+    r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("train", help="train one model (same as notebooks 02-04)")
+    t.add_argument("--method", required=True, choices=["teacher", "baseline", "response", "feature"])
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--resume", action="store_true", help="continue an unfinished checkpoint (or reuse a finished one)")
+    t.add_argument("--preset", default="demo")
+    params(t)
+    t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("compare", help="evaluate the models of a run and write the comparison table")
+    c.add_argument("--run", required=True, help="run_name (folder under checkpoints/)")
+    c.add_argument("--preset", default=None, help="preset whose settings the run used (default: notebook defaults)")
+    params(c)
+    c.set_defaults(func=cmd_compare)
+
+    q = sub.add_parser("qualitative", help="ranked success/failure figures for one checkpoint")
+    q.add_argument("--checkpoint", required=True, type=Path)
+    q.add_argument("--output-dir", "--output_dir", required=True, type=Path)
+    q.add_argument("--num-success", "--num_success", type=int, default=10)
+    q.add_argument("--num-failure", "--num_failure", type=int, default=10)
+    q.add_argument("--data-root", help="override the data_root stored in the checkpoint")
+    q.add_argument("--split", help="split to rank (default: the checkpoint's eval_split)")
+    q.add_argument("--device", default="auto")
+    q.set_defaults(func=cmd_qualitative)
+
+    d = sub.add_parser("demo-data", help="generate the demo set in the VOC layout")
+    d.add_argument("--root", required=True, type=Path)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--size", type=int, default=64)
+    d.set_defaults(func=cmd_demo_data)
+
+    b = sub.add_parser("bench", help="training throughput, KD overhead and inference latency -> bench.json")
+    b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    b.add_argument("--image-size", type=int, default=64)
+    b.add_argument("--batch-size", type=int, default=16)
+    b.add_argument("--preset", default="demo")
+    b.add_argument("--out", type=Path, default=Path("bench.json"))
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        if not args.debug:
+            print("(run with --debug for the full traceback)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished epochs are saved, run again with --resume to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The comparison: evaluate every model on the reported split, measure it, and fill the table.
+
+Protocol (fixed): single scale, each image at full resolution, one dataset-level confusion matrix
+per model, label 255 ignored, on `eval_split` (val). The models compared are the final-epoch
+checkpoints; nothing here chooses among checkpoints, so val never takes part in model selection.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import bench, engine, metrics, report
+from .config import Config
+from .errors import UserError
+from .voc import CLASSES
+
+STUDENTS = ("baseline", "response", "feature")
+LABELS = {"baseline": "Without KD", "response": "Response-based", "feature": "Feature-based",
+          "teacher": "Teacher (reference)"}
+NOTEBOOK_OF = {"teacher": "02_baseline", "baseline": "02_baseline", "response": "03_response_kd",
+               "feature": "04_feature_kd"}
+
+
+def seeds_of(cfg: Config) -> list[int]:
+    return [cfg.seed + i for i in range(cfg.seeds)]
+
+
+def out_dir(cfg: Config) -> Path:
+    return Path(cfg.reports_dir) / cfg.run_name
+
+
+def student_path(cfg: Config, method: str, seed: int) -> Path:
+    path = engine.checkpoint_path(cfg, method, seed)
+    if not path.is_file():
+        raise UserError(f"No '{method}' checkpoint for seed {seed} at '{path}'. Run notebook "
+                        f"{NOTEBOOK_OF[method]} (or `python -m helpers train --method {method}`) first, "
+                        f"with the same run_name ('{cfg.run_name}').")
+    return path
+
+
+def evaluate_cached(model, ds, cache: Path, source: Path | None, device, progress=True, desc="eval") -> dict:
+    """`engine.evaluate`, cached in `cache` (.npz) while it is newer than the `source` checkpoint."""
+    if cache.is_file() and (source is None or cache.stat().st_mtime >= source.stat().st_mtime):
+        z = np.load(cache, allow_pickle=False)
+        if list(z["ids"]) == ds.ids:
+            out = metrics.summarize(z["per_image_cm"], ds.ids)
+            out["per_image_cm"] = z["per_image_cm"]
+            return out
+    out = engine.evaluate(model, ds, device, progress=progress, desc=desc)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(cache, per_image_cm=out["per_image_cm"], ids=np.array(out["ids"]))
+    return out
+
+
+def load_all(cfg: Config, progress=True):
+    """({key: model}, {key: eval result}) for the teacher and every student/seed on eval_split.
+
+    Keys: "teacher", "baseline", "response", "feature", and "<method>_seed<s>" for extra seeds.
+    """
+    device = engine.resolve_device(cfg.device)
+    engine.prepare_data(cfg, progress)
+    ds = engine.dataset(cfg, cfg.eval_split)
+    models, evals = {}, {}
+    teacher = engine.get_teacher(cfg, device, progress)
+    models["teacher"] = teacher
+    src = engine.checkpoint_path(cfg, "teacher")
+    evals["teacher"] = evaluate_cached(teacher, ds, out_dir(cfg) / "eval" / "teacher.npz",
+                                       src if src.is_file() else None, device, progress, "eval teacher")
+    for method in STUDENTS:
+        for s in seeds_of(cfg):
+            path = student_path(cfg, method, s)
+            key = method if s == cfg.seed else f"{method}_seed{s}"
+            models[key], _ = engine.load_model(path, device)
+            evals[key] = evaluate_cached(models[key], ds, out_dir(cfg) / "eval" / f"{key}.npz", path, device,
+                                         progress, f"eval {key}")
+    return models, evals, ds
+
+
+def _pooled(evals, method, seeds, cfg):
+    keys = [method if s == cfg.seed else f"{method}_seed{s}" for s in seeds]
+    return np.sum([evals[k]["per_image_cm"] for k in keys], axis=0), keys
+
+
+def compare(cfg: Config, progress=True, write=True) -> dict:
+    """Evaluate, measure and write the table files; returns the results dict (see report.py)."""
+    models, evals, ds = load_all(cfg, progress)
+    seeds = seeds_of(cfg)
+    size = (1, 3, cfg.latency_size, cfg.latency_size)
+    device = engine.resolve_device(cfg.device)
+    # the deployed networks (no KD adapter), measured interleaved in this process
+    deployed = {k: bench.optimize_for_inference(models[k], cfg.inference_path, size)
+                for k in ("baseline", "response", "feature", "teacher")}
+    lat = bench.latency(deployed, size, device=str(device), min_run_time=cfg.latency_min_time)
+    base_cms, _ = _pooled(evals, "baseline", seeds, cfg)
+    rows = []
+    for method in STUDENTS + ("teacher",):
+        keys = [method] if method == "teacher" else _pooled(evals, method, seeds, cfg)[1]
+        mious = [evals[k]["miou"] for k in keys]
+        iou = np.nanmean(np.array([[np.nan if v is None else v for v in evals[k]["iou_per_class"]]
+                                   for k in keys], dtype=float), axis=0)
+        row = {
+            "method": method, "label": LABELS[method], "arch": cfg.teacher_arch if method == "teacher" else cfg.student_arch,
+            "miou": float(np.mean(mious)), "miou_std": float(np.std(mious, ddof=1)) if len(mious) > 1 else None,
+            "n_seeds": len(keys), "pixel_acc": float(np.mean([evals[k]["pixel_acc"] for k in keys])),
+            "iou_per_class": {c: (None if np.isnan(v) else float(v)) for c, v in zip(CLASSES, iou)},
+            "params": bench.count_parameters(models[method]),
+            "gflops": bench.gflops(models[method], size),
+            "latency_ms": lat[method]["mean_ms"], "latency_std_ms": lat[method]["std_ms"],
+            "diff_vs_baseline": None,
+        }
+        row["params_str"] = bench.format_params(row["params"])
+        if method in ("response", "feature"):
+            cms, _ = _pooled(evals, method, seeds, cfg)
+            row["diff_vs_baseline"] = metrics.bootstrap_miou_diff(base_cms, cms, cfg.bootstrap_resamples,
+                                                                  seed=cfg.seed)
+        ci = metrics.bootstrap_miou(_pooled(evals, method, seeds, cfg)[0] if method != "teacher"
+                                    else evals["teacher"]["per_image_cm"], cfg.bootstrap_resamples, seed=cfg.seed)
+        row["miou_ci"] = [ci["low"], ci["high"]]
+        rows.append(row)
+    any_lat = next(iter(lat.values()))
+    results = {
+        "run": cfg.run_name, "rows": rows,
+        "latency": {"device": any_lat["device"], "threads": any_lat["threads"], "dtype": any_lat["dtype"],
+                    "input_size": any_lat["input_size"], "path": cfg.inference_path},
+        "protocol": (f"single-scale, full resolution, dataset-level confusion matrix, label 255 ignored; "
+                     f"split: {cfg.eval_split} ({len(ds)} images); final-epoch checkpoints; "
+                     f"{cfg.bootstrap_resamples} paired bootstrap resamples of images"),
+        "dataset": cfg.dataset, "seeds": seeds,
+    }
+    if write:
+        report.write_table_files(results, out_dir(cfg))
+    return results

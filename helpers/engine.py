@@ -1,0 +1,325 @@
+"""One training loop and one `evaluate` for every method (teacher, baseline, response, feature)."""
+from __future__ import annotations
+
+import json
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from . import checkpoint, demo_data, voc
+from .config import Config
+from .distill import FeatureAdapter, distill_loss
+from .errors import UserError
+from .metrics import confusion_matrix, summarize
+from .models import build_model
+from .transforms import collate_pad, eval_transform, train_transform
+
+METHODS = ("teacher", "baseline", "response", "feature")
+
+
+# --- devices and data -----------------------------------------------------------------------------
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device='cuda' was asked for, but PyTorch sees no CUDA GPU here "
+                        f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}). "
+                        "Use device='cpu' or 'auto', or run on a machine with a GPU.")
+    return torch.device(name)
+
+
+def prepare_data(cfg: Config, progress: bool = True) -> Path:
+    """The dataset root: generate the demo set if needed; check that a VOC tree is there."""
+    if cfg.dataset == "demo":
+        splits = {k: max(4, round(n * cfg.demo_scale)) for k, n in demo_data.SPLITS.items()}
+        demo_data.ensure(cfg.data_root, cfg.demo_seed, cfg.demo_size, splits, progress)
+    elif cfg.download:
+        voc.download_voc(cfg.data_root)
+    else:
+        voc.check_voc_root(cfg.data_root, cfg.eval_split)
+    return Path(cfg.data_root)
+
+
+def dataset(cfg: Config, split: str, train: bool = False) -> voc.SegDataset:
+    tf = (train_transform(cfg.crop_size, cfg.base_size, (cfg.scale_min, cfg.scale_max)) if train
+          else eval_transform())
+    return voc.get_dataset(cfg.data_root, split, tf, sbd_root=cfg.sbd_root or None)
+
+
+def _seed_worker(worker_id):
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def loader(ds, cfg: Config, train: bool, epoch: int = 0, batch_size: int | None = None) -> DataLoader:
+    g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same order on resume
+    return DataLoader(ds, batch_size=batch_size or cfg.batch_size, shuffle=train, drop_last=train,
+                      num_workers=cfg.num_workers, collate_fn=collate_pad, generator=g,
+                      worker_init_fn=_seed_worker, pin_memory=torch.cuda.is_available(),
+                      persistent_workers=False)
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+
+@torch.inference_mode()
+def predict(model, images: torch.Tensor, device) -> torch.Tensor:
+    """Argmax labels (N, H, W) for a normalized batch (N, 3, H, W), logits at input resolution."""
+    model.eval()
+    x = images.to(device)
+    return model(x).argmax(1).cpu()
+
+
+@torch.inference_mode()
+def evaluate(model, ds, device="cpu", batch_size: int = 16, progress: bool = False, desc="eval") -> dict:
+    """Single-scale, full-resolution evaluation with a dataset-level confusion matrix (255 ignored).
+
+    Images of different sizes are padded into a batch (pad labels are 255, so they are ignored);
+    logits come out at each image's own resolution. Returns `metrics.summarize(...)` plus
+    "per_image_cm" (N, C, C) int64 and "ids".
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    model.eval().to(device)
+    cms = []
+    dl = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_pad)
+    for images, masks in tqdm(dl, desc=desc, disable=not progress, leave=False):
+        pred = predict(model, images, device)
+        for p, m in zip(pred, masks):
+            cms.append(confusion_matrix(p, m, voc.NUM_CLASSES))
+    per_image = torch.stack(cms).numpy()
+    out = summarize(per_image, ds.ids)
+    out["per_image_cm"] = per_image
+    out["ids"] = list(ds.ids)
+    return out
+
+
+# --- checkpoints and teachers ---------------------------------------------------------------------
+
+def run_dir(cfg: Config) -> Path:
+    return Path(cfg.checkpoints_dir) / cfg.run_name
+
+
+def checkpoint_path(cfg: Config, method: str, seed: int | None = None) -> Path:
+    if method == "teacher":
+        return Path(cfg.checkpoints_dir) / "teachers" / f"{cfg.teacher_key()}.pt"
+    seed = cfg.seed if seed is None else seed
+    name = method if seed == cfg.seed else f"{method}_seed{seed}"
+    return run_dir(cfg) / f"{name}.pt"
+
+
+def load_model(path, device="cpu") -> tuple[torch.nn.Module, dict]:
+    """A model (eval mode) and its checkpoint dict; any failure is a UserError naming the file."""
+    state = checkpoint.load(path)
+    model = build_model(state["arch"], state["num_classes"])
+    checkpoint.load_weights(model, state, path)
+    return model.to(device).eval(), state
+
+
+def get_teacher(cfg: Config, device, progress: bool = True) -> torch.nn.Module:
+    """The frozen teacher: torchvision weights (optionally fine-tuned), a checkpoint path, or one we
+    train from scratch. Trained/fine-tuned teachers are cached under checkpoints/teachers/<key>.pt."""
+    if cfg.teacher_weights not in ("scratch", "torchvision"):
+        model, _ = load_model(cfg.teacher_weights, device)
+    elif cfg.teacher_weights == "torchvision" and cfg.teacher_epochs == 0:
+        model = build_model(cfg.teacher_arch, voc.NUM_CLASSES, pretrained=True).to(device)
+    else:
+        path = checkpoint_path(cfg, "teacher")
+        if not (path.is_file() and checkpoint.load(path).get("complete")):
+            fit(cfg, "teacher", progress=progress)
+        model, _ = load_model(path, device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval()
+
+
+# --- training -------------------------------------------------------------------------------------
+
+def _poly(total: int, warmup: int):
+    def f(it):
+        if it < warmup:
+            return (it + 1) / warmup
+        return max(0.0, 1 - (it - warmup) / max(1, total - warmup)) ** 0.9
+    return f
+
+
+def _autocast(device, cfg):
+    if device.type == "cuda" and cfg.amp:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype), dtype
+    return nullcontext(), torch.float32
+
+
+def train_one_epoch(student, teacher, adapter, dl, optimizer, scheduler, scaler, method, cfg, device,
+                    epoch, progress=True) -> dict:
+    """One pass over `dl`; returns the mean of each loss part. Raises on a non-finite loss."""
+    from tqdm.auto import tqdm
+
+    student.train()
+    if adapter is not None:
+        adapter.train()
+    amp_ctx, _ = _autocast(device, cfg)
+    sums, n = {}, 0
+    bar = tqdm(dl, desc=f"{method} epoch {epoch + 1}/{cfg.epochs if method != 'teacher' else cfg.teacher_epochs}",
+               disable=not progress, leave=False)
+    for step, (images, masks) in enumerate(bar):
+        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
+        masks = masks.to(device, non_blocking=True)
+        teacher_out = None
+        if teacher is not None:
+            with torch.inference_mode(), amp_ctx:
+                t_logits, t_feat = teacher.forward_features(images)
+            # clone leaves inference mode so the tensors can take part in the loss's backward
+            teacher_out = (t_logits.float().clone(), t_feat.float().clone())
+        with amp_ctx:
+            student_out = student.forward_features(images)
+            parts = distill_loss(method if method != "teacher" else "baseline", student_out, masks,
+                                 teacher_out, adapter, alpha=cfg.alpha, temperature=cfg.temperature,
+                                 beta=cfg.beta, feature_loss=cfg.feature_loss,
+                                 cwd_temperature=cfg.cwd_temperature)
+        loss = parts["loss"]
+        if not torch.isfinite(loss):
+            detail = ", ".join(f"{k}={v.item():.4g}" for k, v in parts.items())
+            raise UserError(f"Training of '{method}' diverged at epoch {epoch + 1}, step {step + 1}: "
+                            f"the loss is not finite ({detail}). The last good checkpoint (previous epoch) "
+                            "is kept. Lower lr (or alpha/beta/temperature) and run again.")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v.item()
+        n += 1
+        bar.set_postfix({k: f"{v.item():.3f}" for k, v in parts.items()})
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def _seed_all(seed: int):
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def fit(cfg: Config, method: str, seed: int | None = None, resume: bool = True, progress: bool = True,
+        stop_after_epoch: int | None = None) -> tuple[torch.nn.Module, dict]:
+    """Train one model with `method` and save it; returns (model, history).
+
+    - teacher: the teacher architecture on `teacher_split` (from scratch or from torchvision weights)
+    - baseline / response / feature: the student on `train_split`; same init, data order,
+      augmentation and schedule for all three, only the loss differs.
+    Each epoch is checkpointed atomically; with `resume`, an unfinished checkpoint is continued and
+    ends with the same weights as an uninterrupted run (CPU, same seed). A finished one is loaded.
+    `stop_after_epoch` ends early (used by tests to simulate an interruption).
+    """
+    if method not in METHODS:
+        raise UserError(f"Unknown method '{method}'; choose one of {METHODS}.")
+    seed = cfg.seed if seed is None else seed
+    device = resolve_device(cfg.device)
+    prepare_data(cfg, progress)
+    path = checkpoint_path(cfg, method, seed)
+    is_teacher = method == "teacher"
+    epochs = cfg.teacher_epochs if is_teacher else cfg.epochs
+    if is_teacher and epochs < 1:
+        raise UserError("teacher_epochs must be at least 1 to train or fine-tune a teacher.")
+
+    state = checkpoint.load(path) if (path.is_file() and resume) else None
+    if state is not None and state.get("complete"):
+        model, _ = load_model(path, device)
+        return model, state["history"]
+
+    teacher = None if is_teacher or method == "baseline" else get_teacher(cfg, device, progress)
+    _seed_all(seed)  # identical initial weights for every student of this seed
+    if is_teacher:
+        model = build_model(cfg.teacher_arch, voc.NUM_CLASSES, pretrained=cfg.teacher_weights == "torchvision")
+    else:
+        model = build_model(cfg.student_arch, voc.NUM_CLASSES,
+                            pretrained_backbone=cfg.student_pretrained_backbone)
+    model.to(device)
+    adapter = None
+    if method == "feature":
+        torch.manual_seed(seed + 1)
+        adapter = FeatureAdapter(model.feature_channels, teacher.feature_channels).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    train_ds = dataset(cfg, cfg.teacher_split if is_teacher else cfg.train_split, train=True)
+    monitor_ds = dataset(cfg, cfg.monitor_split) if cfg.monitor_split else None
+    steps_per_epoch = len(train_ds) // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise UserError(f"batch_size={cfg.batch_size} is larger than the training split "
+                        f"({len(train_ds)} images); lower batch_size.")
+    params = list(model.parameters()) + (list(adapter.parameters()) if adapter else [])
+    lr = cfg.teacher_lr if is_teacher else cfg.lr
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _poly(epochs * steps_per_epoch, cfg.warmup_iters))
+    use_scaler = device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    history = {"epoch": [], "loss": [], "ce": [], "lr": [], "time_s": [], "monitor_epoch": [], "monitor_miou": []}
+    start = 0
+    if state is not None:  # resume an unfinished run
+        checkpoint.load_weights(model, state, path)
+        if adapter is not None and state.get("adapter"):
+            adapter.load_state_dict(state["adapter"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        history, start = state["history"], state["epoch"]
+
+    from tqdm.auto import tqdm
+
+    epoch_bar = tqdm(range(start, epochs), desc=f"{method}", disable=not progress, initial=start, total=epochs)
+    for epoch in epoch_bar:
+        t0 = time.perf_counter()
+        _seed_all(seed * 1_000_003 + epoch)  # augmentation draws: same on resume
+        try:
+            parts = train_one_epoch(model, teacher, adapter, loader(train_ds, cfg, True, epoch), optimizer,
+                                    scheduler, scaler, method, cfg, device, epoch, progress)
+        except torch.cuda.OutOfMemoryError:
+            raise UserError(f"CUDA ran out of memory training '{method}' with batch_size={cfg.batch_size} "
+                            f"and crop_size={cfg.crop_size}. Use a smaller batch_size (e.g. "
+                            f"{max(1, cfg.batch_size // 2)}) or crop_size; the last epoch's checkpoint is kept.") from None
+        history["epoch"].append(epoch + 1)
+        for k, v in parts.items():
+            history.setdefault(k, []).append(v)
+        history["lr"].append(optimizer.param_groups[0]["lr"])
+        history["time_s"].append(time.perf_counter() - t0)
+        if monitor_ds is not None and ((epoch + 1) % cfg.monitor_every == 0 or epoch + 1 == epochs):
+            m = evaluate(model, monitor_ds, device)
+            history["monitor_epoch"].append(epoch + 1)
+            history["monitor_miou"].append(m["miou"])
+        epoch_bar.set_postfix(loss=f"{parts['loss']:.3f}",
+                              monitor_miou=f"{history['monitor_miou'][-1]:.3f}" if history["monitor_miou"] else "-")
+        _save(path, model, adapter, optimizer, scheduler, scaler, epoch + 1, epochs, method, seed, cfg, history)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < epochs:
+            return model.eval(), history
+    model.eval()
+    return model, history
+
+
+def _save(path, model, adapter, optimizer, scheduler, scaler, epoch, epochs, method, seed, cfg, history):
+    arch = cfg.teacher_arch if method == "teacher" else cfg.student_arch
+    complete = epoch >= epochs
+    model_state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    checkpoint.save({
+        "method": method, "arch": arch, "num_classes": voc.NUM_CLASSES, "seed": seed,
+        "model": model_state,
+        "adapter": adapter.state_dict() if adapter is not None else None,
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(), "epoch": epoch, "epochs": epochs, "complete": complete,
+        "rng": checkpoint.rng_state(), "config": cfg.to_dict(), "history": history,
+    }, path)
+    path.with_name(path.stem + "_history.json").write_text(json.dumps(history, indent=1))

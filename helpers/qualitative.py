@@ -1,0 +1,140 @@
+"""Qualitative results: ranked success and failure cases per model, and the cross-model progression.
+
+Per model, into `qualitative_results_<method>/` (the layout of the user's guide):
+    successful_cases/success_rank{k}_sample{id}_iou{score:.4f}.png   the N best val images
+    failure_cases/failure_rank{k}_sample{id}_iou{score:.4f}.png      the N worst
+    iou_distribution.png                                             per-image score histogram
+    evaluation_metrics.txt                                           mIoU, per-class IoU, quantiles, ids
+The per-image score is the image's own mIoU over the classes present in its ground truth or
+prediction (void ignored); the dataset mIoU still comes from the dataset-level confusion matrix.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import viz
+from .engine import predict
+from .voc import CLASSES
+
+
+def rank_cases(scores, n_success: int, n_failure: int):
+    """Indices of the best (descending score) and worst (ascending) images; NaN scores skipped."""
+    scores = np.asarray(scores, dtype=float)
+    valid = np.flatnonzero(~np.isnan(scores))
+    order = valid[np.argsort(-scores[valid], kind="stable")]
+    return order[:n_success].tolist(), order[::-1][:n_failure].tolist()
+
+
+def _image_and_pred(model, ds, index, device):
+    img, labels = ds.load(index)
+    x, _ = ds.transform(img, labels)
+    pred = predict(model, x[None], device)[0].numpy().astype(np.uint8)
+    return np.asarray(img), labels, pred
+
+
+def write_cases(model, ds, ev: dict, out_dir, num_success=10, num_failure=10, device="cpu",
+                name="model") -> dict:
+    """Write the folder layout above for one model; returns {"success": [...], "failure": [...]}
+    with (rank, id, score, path). Old case images in those folders are removed first."""
+    out_dir = Path(out_dir)
+    scores, ids = ev["per_image"], ev["ids"]
+    best, worst = rank_cases(scores, num_success, num_failure)
+    written = {}
+    for kind, folder, picks in (("success", "successful_cases", best), ("failure", "failure_cases", worst)):
+        d = out_dir / folder
+        d.mkdir(parents=True, exist_ok=True)
+        for old in d.glob(f"{kind}_rank*.png"):
+            old.unlink()
+        written[kind] = []
+        for k, i in enumerate(picks, 1):
+            image, gt, pred = _image_and_pred(model, ds, i, device)
+            path = d / f"{kind}_rank{k}_sample{ids[i]}_iou{scores[i]:.4f}.png"
+            fig = viz.four_panel(image, gt, pred, f"{name} · {kind} #{k} · {ids[i]} · per-image mIoU {scores[i]:.4f}")
+            viz.save_figure(fig, path)
+            written[kind].append((k, ids[i], float(scores[i]), path))
+    fig = viz.score_histogram(scores, f"{name}: per-image mIoU on {len(ids)} validation images")
+    viz.save_figure(fig, out_dir / "iou_distribution.png")
+    (out_dir / "evaluation_metrics.txt").write_text(metrics_text(ev, name, written))
+    return written
+
+
+def metrics_text(ev: dict, name: str, written: dict) -> str:
+    s = np.asarray(ev["per_image"], dtype=float)
+    s = s[~np.isnan(s)]
+    q = np.quantile(s, [0, 0.1, 0.25, 0.5, 0.75, 0.9, 1]) if s.size else [np.nan] * 7
+    lines = [f"Model: {name}", f"Images: {len(ev['ids'])}",
+             f"mIoU (dataset-level confusion matrix): {ev['miou']:.4f}",
+             f"Pixel accuracy: {ev['pixel_acc']:.4f}", "", "Per-class IoU:"]
+    lines += [f"  {c:<14} {'absent' if v is None else f'{v:.4f}'}" for c, v in zip(CLASSES, ev["iou_per_class"])]
+    lines += ["", "Per-image mIoU: mean {:.4f}, std {:.4f}".format(s.mean(), s.std()) if s.size else "",
+              "Quantiles (min, 10%, 25%, median, 75%, 90%, max): " + ", ".join(f"{v:.4f}" for v in q), ""]
+    for kind in ("success", "failure"):
+        lines.append(f"{kind.capitalize()} cases (rank, id, per-image mIoU):")
+        lines += [f"  {k:>3}  {i}  {sc:.4f}" for k, i, sc, _ in written.get(kind, [])]
+    return "\n".join(lines) + "\n"
+
+
+def pick_progression(evals: dict, n_success=2, n_failure=1) -> list[tuple[int, str]]:
+    """Images for the cross-model figure: best and worst by the students' mean score, then where KD
+    gained and lost the most against the baseline. evals: {"baseline", "response", "feature"}."""
+    s = {m: np.asarray(evals[m]["per_image"], dtype=float) for m in ("baseline", "response", "feature")}
+    mean = np.nanmean(np.stack(list(s.values())), axis=0)
+    best, worst = rank_cases(mean, n_success, n_failure)
+    gain = np.fmax(s["response"], s["feature"]) - s["baseline"]
+    loss = np.fmin(s["response"], s["feature"]) - s["baseline"]
+    picks = [(i, "success") for i in best] + [(i, "failure") for i in worst]
+    for i, why in ((int(np.nanargmax(gain)), "KD gained most"), (int(np.nanargmin(loss)), "KD lost most")):
+        if i not in [p for p, _ in picks]:
+            picks.append((i, why))
+    return picks
+
+
+def progression_figure(models: dict, ds, evals: dict, picks, device="cpu"):
+    """Rows: picked images; columns: image | ground truth | each model in `models` (label -> model).
+    `evals` maps the same labels to eval results (for the per-cell scores)."""
+    rows = []
+    for i, why in picks:
+        img, labels = ds.load(i)
+        x, _ = ds.transform(img, labels)
+        preds = {lab: predict(m, x[None], device)[0].numpy().astype(np.uint8) for lab, m in models.items()}
+        rows.append({"image": np.asarray(img), "gt": labels, "preds": preds, "label": f"{ds.ids[i]} · {why}",
+                     "scores": {lab: float(evals[lab]["per_image"][i]) for lab in models}})
+    return viz.progression_grid(rows, list(models), title="Same images across models (per-image mIoU)")
+
+
+def browser(models: dict, ds, evals: dict, device="cpu"):
+    """An ipywidgets browser: pick an image, the models and the overlay opacity. Returns the widget,
+    or None outside an IPython kernel. The notebook draws static figures as well, so a headless
+    run (papermill, HTML export) shows the same content without the widget."""
+    try:
+        import ipywidgets as w
+        from IPython import get_ipython
+        from IPython.display import clear_output, display
+    except ImportError:
+        return None
+    if get_ipython() is None:
+        return None
+    order = np.argsort(np.nan_to_num(np.asarray(evals[next(iter(evals))]["per_image"], float), nan=-1))
+    image = w.Dropdown(options=[(ds.ids[i], int(i)) for i in order], description="image")
+    chosen = w.SelectMultiple(options=list(models), value=tuple(models), description="models")
+    alpha = w.FloatSlider(value=0.5, min=0, max=1, step=0.05, description="opacity")
+    out = w.Output()
+
+    def draw(*_):
+        with out:
+            clear_output(wait=True)
+            img, labels = ds.load(image.value)
+            x, _ = ds.transform(img, labels)
+            for lab in chosen.value:
+                pred = predict(models[lab], x[None], device)[0].numpy().astype(np.uint8)
+                sc = evals[lab]["per_image"][image.value]
+                display(viz.four_panel(np.asarray(img), labels, pred, f"{lab} · {ds.ids[image.value]} · {sc:.4f}",
+                                       alpha=alpha.value))
+
+    for c in (image, chosen, alpha):
+        c.observe(draw, names="value")
+    draw()
+    return w.VBox([w.HBox([image, alpha]), chosen, out])
+

@@ -1,0 +1,40 @@
+"""Shared fixtures. Everything runs on the CPU with tiny data, so `make test` stays a few minutes."""
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+ROOT = Path(__file__).resolve().parent.parent
+VOC_SAMPLE = ROOT.parent / "shared" / "fixtures" / "voc2012_sample"
+TINY_SCALE = 0.02  # demo_scale giving the splits below (see engine.prepare_data)
+TINY_SPLITS = {"train": 12, "holdout": 4, "val": 6, "teacher": 60}
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """A tiny demo set in the VOC layout (generated once per test session)."""
+    from helpers import demo_data
+
+    root = tmp_path_factory.mktemp("demo")
+    demo_data.generate(root, seed=0, size=32, splits=TINY_SPLITS, progress=False)
+    return root
+
+
+@pytest.fixture
+def voc_sample():
+    if not (VOC_SAMPLE / "VOCdevkit").is_dir():
+        pytest.skip(f"real VOC sample not found at {VOC_SAMPLE} (it lives in the workplace's shared/ folder)")
+    return VOC_SAMPLE
+
+
+@pytest.fixture
+def tiny_cfg(demo_root, tmp_path):
+    """A Config for seconds-long training on the tiny demo set."""
+    from helpers.config import Config
+
+    return Config(run_name="t", checkpoints_dir=str(tmp_path / "ckpt"), reports_dir=str(tmp_path / "reports"),
+                  data_root=str(demo_root), demo_size=32, demo_scale=TINY_SCALE, crop_size=32, base_size=32, epochs=2, teacher_epochs=1,
+                  batch_size=4, warmup_iters=1, monitor_every=1, device="cpu",
+                  bootstrap_resamples=100, latency_size=32, latency_min_time=0.01)

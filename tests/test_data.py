@@ -1,0 +1,192 @@
+"""The data layer: demo generator, VOC layout, real-file format, joint transforms, sample checks."""
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers import demo_data, voc
+from helpers.errors import UserError
+from helpers.transforms import eval_transform, train_transform
+
+
+def _digest(root):
+    h = hashlib.sha256()
+    for p in sorted((root / "VOCdevkit").rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(root).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_generator_is_deterministic(tmp_path):
+    splits = {"train": 5, "val": 3}
+    demo_data.generate(tmp_path / "a", seed=3, size=32, splits=splits, progress=False)
+    demo_data.generate(tmp_path / "b", seed=3, size=32, splits=splits, progress=False)
+    demo_data.generate(tmp_path / "c", seed=4, size=32, splits=splits, progress=False)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+
+
+def test_demo_is_read_by_torchvision_unchanged(demo_root):
+    from torchvision.datasets import VOCSegmentation
+
+    for split in ("train", "val"):
+        ds = VOCSegmentation(str(demo_root), year="2012", image_set=split)
+        img, mask = ds[0]
+        assert img.mode == "RGB" and mask.mode == "P"
+        labels = np.array(mask)
+        assert set(np.unique(labels)) <= set(range(21)) | {255}
+        assert (labels == 255).any() and (labels > 0).any() and (labels < 255).any()
+        ours = voc.get_dataset(demo_root, split)
+        assert ours.ids == [p.split("/")[-1][:-4] for p in ds.images]
+        np.testing.assert_array_equal(ours.load(0)[1], labels)
+    assert len(voc.get_dataset(demo_root, "teacher")) == 60  # the extra split is read from the same files
+
+
+def test_demo_masks_use_voc_palette_and_void_borders(demo_root):
+    mask = Image.open(demo_root / "VOCdevkit/VOC2012/SegmentationClass/train_00000.png")
+    assert mask.mode == "P"
+    pal = np.array(mask.getpalette()[: 256 * 3], dtype=np.uint8).reshape(-1, 3)
+    np.testing.assert_array_equal(pal[:21], voc.PALETTE[:21])
+    labels = np.array(mask)
+    for c in np.unique(labels):  # every object pixel next to another class is void
+        if c in (0, 255):
+            continue
+        obj = labels == c
+        inner = obj[1:-1, 1:-1]
+        for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+            nb = labels[1 + dy: labels.shape[0] - 1 + dy, 1 + dx: labels.shape[1] - 1 + dx]
+            assert not (inner & (nb != c) & (nb != 255)).any()
+
+
+def test_real_voc_sample_reads_class_indices(voc_sample):
+    ds = voc.get_dataset(voc_sample, "train")
+    assert ds.ids == ["2007_000063"]
+    img, labels = ds.load(0)
+    assert img.size == (500, 375) and labels.shape == (375, 500)
+    assert set(np.unique(labels).tolist()) == {0, 9, 12, 255}
+
+
+def test_real_voc_sample_through_eval_transform(voc_sample):
+    ds = voc.get_dataset(voc_sample, "val", eval_transform())
+    x, m = ds[0]
+    assert x.shape == (3, 375, 500) and x.dtype == torch.float32
+    assert m.shape == (375, 500) and m.dtype == torch.int64
+    assert set(torch.unique(m).tolist()) == {0, 9, 12, 255}
+
+
+def _striped():
+    img = np.zeros((40, 60, 3), dtype=np.uint8)
+    img[:, :20] = (255, 0, 0)
+    labels = np.zeros((40, 60), dtype=np.uint8)
+    labels[:, :20] = 7
+    labels[:, 20:22] = 255
+    return Image.fromarray(img), labels
+
+
+def test_flip_moves_mask_with_image():
+    img, labels = _striped()
+    tf = train_transform(crop_size=40, base_size=40, scale=(1.0, 1.0), hflip=True)
+    seen = set()
+    for s in range(12):
+        torch.manual_seed(s)
+        x, m = tf(img, labels)
+        red = x[0] > 1.0  # normalized red channel is high where the image is red
+        car = m == 7
+        assert (red == car).float().mean() > 0.97  # mask and image moved together
+        seen.add(bool(car[:, :5].any()))
+    assert seen == {True, False}  # both flipped and unflipped crops happened
+
+
+def test_random_scale_never_interpolates_labels():
+    img, labels = _striped()
+    tf = train_transform(crop_size=48, base_size=40, scale=(0.5, 2.0))
+    for s in range(10):
+        torch.manual_seed(s)
+        _, m = tf(img, labels)
+        assert set(torch.unique(m).tolist()) <= {0, 7, 255}
+        assert m.shape == (48, 48)
+
+
+def test_crop_pads_mask_with_void():
+    img, labels = _striped()
+    tf = train_transform(crop_size=80, base_size=40, scale=(1.0, 1.0), hflip=False)
+    x, m = tf(img, labels)
+    assert m.shape == (80, 80) and (m == 255).sum() >= 80 * 80 - 40 * 60
+
+
+def _copy_tree(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    return dst / "VOCdevkit" / "VOC2012"
+
+
+def test_missing_root_explains_layout(tmp_path):
+    with pytest.raises(UserError, match="(?s)does not exist.*VOCdevkit/VOC2012/JPEGImages"):
+        voc.get_dataset(tmp_path / "nope", "train")
+    with pytest.raises(UserError, match="no VOCdevkit/VOC2012"):
+        voc.get_dataset(tmp_path, "train")
+
+
+def test_tree_without_imagesets(demo_root, tmp_path):
+    import shutil
+    base = _copy_tree(demo_root, tmp_path / "d")
+    shutil.rmtree(base / "ImageSets")
+    with pytest.raises(UserError, match="lacks the folder 'ImageSets/Segmentation'"):
+        voc.get_dataset(tmp_path / "d", "train")
+
+
+def test_missing_image_is_named(demo_root, tmp_path):
+    base = _copy_tree(demo_root, tmp_path / "d")
+    (base / "JPEGImages" / "train_00001.jpg").unlink()
+    ds = voc.get_dataset(tmp_path / "d", "train")
+    with pytest.raises(UserError, match="train_00001.jpg' is missing"):
+        ds.load(1)
+
+
+def test_corrupt_files_are_named(demo_root, tmp_path):
+    base = _copy_tree(demo_root, tmp_path / "d")
+    jpg = base / "JPEGImages" / "train_00002.jpg"
+    jpg.write_bytes(jpg.read_bytes()[:100])
+    png = base / "SegmentationClass" / "train_00003.png"
+    png.write_bytes(b"not a png at all")
+    ds = voc.get_dataset(tmp_path / "d", "train")
+    with pytest.raises(UserError, match="train_00002.jpg' cannot be decoded"):
+        ds.load(2)
+    with pytest.raises(UserError, match="train_00003.png' cannot be decoded"):
+        ds.load(3)
+
+
+def test_bad_label_and_size_mismatch(demo_root, tmp_path):
+    base = _copy_tree(demo_root, tmp_path / "d")
+    labels = np.array(Image.open(base / "SegmentationClass" / "train_00004.png"))
+    labels[0, 0] = 42
+    Image.fromarray(labels, mode="L").save(base / "SegmentationClass" / "train_00004.png")
+    Image.fromarray(np.zeros((10, 12), np.uint8), mode="L").save(base / "SegmentationClass" / "train_00005.png")
+    ds = voc.get_dataset(tmp_path / "d", "train")
+    with pytest.raises(UserError, match=r"labels \[42\] outside 0..20 and 255"):
+        ds.load(4)
+    with pytest.raises(UserError, match="is 12x10 but its image"):
+        ds.load(5)
+
+
+def test_rgb_mask_converted_through_palette_or_refused(demo_root, tmp_path):
+    base = _copy_tree(demo_root, tmp_path / "d")
+    png = base / "SegmentationClass" / "train_00006.png"
+    labels = np.array(Image.open(png))
+    Image.fromarray(voc.PALETTE[labels]).save(png)  # RGB colours, exactly the palette's
+    ds = voc.get_dataset(tmp_path / "d", "train")
+    np.testing.assert_array_equal(ds.load(6)[1], labels)
+    rgb = voc.PALETTE[labels].copy()
+    rgb[0, 0] = (1, 2, 3)
+    Image.fromarray(rgb).save(png)
+    with pytest.raises(UserError, match="not VOC palette colours"):
+        ds.load(6)
+
+
+def test_split_statistics(demo_root):
+    st = voc.split_statistics(voc.get_dataset(demo_root, "train"))
+    assert st["pixel_counts"][0] > 0 and st["pixel_counts"][1:].sum() > 0
+    assert len(st["objects_per_image"]) == 12 and st["objects_per_image"].min() >= 1

@@ -1,0 +1,170 @@
+"""Metrics: hand-computed confusion matrices and IoUs, per-image scores, bootstrap intervals."""
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.errors import UserError
+from helpers.metrics import (bootstrap_miou, bootstrap_miou_diff, confusion_matrix, iou_per_class,
+                             mean_iou, per_image_scores, pixel_accuracy, summarize)
+
+
+def test_confusion_matrix_hand_case_rows_are_ground_truth():
+    pred = torch.tensor([[0, 1], [1, 2]])
+    target = torch.tensor([[0, 1], [255, 1]])  # the void pixel (predicted 1) is left out
+    cm = confusion_matrix(pred, target, num_classes=3)
+    assert cm.dtype == torch.int64
+    assert cm.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 0]]
+    iou = iou_per_class(cm)
+    assert iou.dtype == torch.float64
+    assert iou.tolist() == pytest.approx([1.0, 0.5, 0.0])  # class 2: predicted once, never true
+    assert mean_iou(cm) == pytest.approx(0.5)
+    assert pixel_accuracy(cm) == pytest.approx(2 / 3)
+
+
+def test_confusion_matrix_accepts_numpy_and_matches_a_loop():
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 5, size=(3, 7, 9))
+    target[rng.random(target.shape) < 0.2] = 255
+    pred = rng.integers(0, 5, size=(3, 7, 9)).astype(np.uint8)
+    expected = np.zeros((5, 5), dtype=np.int64)
+    for t, p in zip(target.ravel(), pred.ravel()):
+        if t != 255:
+            expected[t, p] += 1
+    assert confusion_matrix(pred, target, 5).numpy().tolist() == expected.tolist()
+
+
+def test_ignored_pixels_do_not_count_whatever_is_predicted():
+    target = torch.tensor([0, 0, 255, 255])
+    a = confusion_matrix(torch.tensor([0, 0, 0, 0]), target, 2)
+    b = confusion_matrix(torch.tensor([0, 0, 1, 1]), target, 2)
+    assert torch.equal(a, b) and int(a.sum()) == 2
+
+
+def test_absent_class_is_nan_and_left_out_of_the_mean():
+    target = torch.tensor([0, 0, 1, 1])
+    pred = torch.tensor([0, 1, 1, 1])
+    cm = confusion_matrix(pred, target, 4)
+    iou = iou_per_class(cm)
+    assert iou[0] == pytest.approx(0.5) and iou[1] == pytest.approx(2 / 3)
+    assert math.isnan(iou[2]) and math.isnan(iou[3])
+    assert mean_iou(cm) == pytest.approx((0.5 + 2 / 3) / 2)
+
+
+def test_perfect_prediction_is_one_and_all_wrong_is_zero():
+    target = torch.randint(0, 21, (2, 16, 16), generator=torch.Generator().manual_seed(0))
+    assert mean_iou(confusion_matrix(target, target, 21)) == pytest.approx(1.0)
+    assert pixel_accuracy(confusion_matrix(target, target, 21)) == pytest.approx(1.0)
+    wrong = (target + 1) % 21
+    assert mean_iou(confusion_matrix(wrong, target, 21)) == 0.0
+    assert pixel_accuracy(confusion_matrix(wrong, target, 21)) == 0.0
+
+
+def test_bad_inputs_raise_user_error():
+    with pytest.raises(UserError):
+        confusion_matrix(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), 3)
+    with pytest.raises(UserError):  # a label that is neither a class nor void
+        confusion_matrix(torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 7, 255]), 3)
+    with pytest.raises(UserError):  # logits instead of class ids
+        confusion_matrix(torch.zeros(4), torch.zeros(4, dtype=torch.long), 3)
+
+
+def _cm(pred, target, c=3):
+    return confusion_matrix(torch.tensor(pred), torch.tensor(target), c)
+
+
+def test_per_image_scores_hand_case():
+    cms = torch.stack([
+        _cm([0, 0, 1, 1], [0, 0, 1, 1]),          # perfect on classes {0, 1} -> 1
+        _cm([0, 0, 1, 1], [0, 0, 0, 0]),          # class 0: 2/4, class 1: 0/2 -> 0.25
+        _cm([0, 2, 2, 2], [255, 255, 255, 255]),  # all void -> NaN
+    ])
+    scores = per_image_scores(cms)
+    assert scores.shape == (3,)
+    assert scores[:2].tolist() == pytest.approx([1.0, 0.25])
+    assert math.isnan(scores[2])
+
+
+def _random_per_image_cms(n, c=5, seed=0, correct=0.6):
+    """(n, c, c) per-image matrices of a model right on about `correct` of the pixels."""
+    g = torch.Generator().manual_seed(seed)
+    cms = []
+    for _ in range(n):
+        target = torch.randint(0, c, (8, 8), generator=g)
+        noise = torch.randint(0, c, (8, 8), generator=g)
+        pred = torch.where(torch.rand(8, 8, generator=g) < correct, target, noise)
+        cms.append(confusion_matrix(pred, target, c))
+    return torch.stack(cms)
+
+
+def test_bootstrap_identical_models_give_zero_diff_and_zero_interval():
+    cms = _random_per_image_cms(30)
+    res = bootstrap_miou_diff(cms, cms.clone(), n_resamples=200)
+    assert res["diff"] == 0.0 and res["low"] == 0.0 and res["high"] == 0.0
+    assert res["significant"] is False
+    assert res["n_resamples"] == 200 and res["level"] == 0.95
+
+
+def test_bootstrap_b_better_on_every_image_is_significant_both_ways():
+    worse = _random_per_image_cms(40, correct=0.5)
+    perfect = torch.diag_embed(worse.sum(2))  # same ground truth, every pixel right
+    res = bootstrap_miou_diff(worse, perfect, n_resamples=500, seed=1)
+    assert res["diff"] > 0 and res["low"] > 0 and res["significant"] is True
+    assert res["low"] <= res["diff"] <= res["high"]
+    flipped = bootstrap_miou_diff(perfect, worse, n_resamples=500, seed=1)
+    assert flipped["high"] < 0 and flipped["significant"] is True
+    assert flipped["diff"] == pytest.approx(-res["diff"])
+
+
+def test_bootstrap_matches_a_plain_loop_over_resamples():
+    a, b = _random_per_image_cms(25, seed=1), _random_per_image_cms(25, seed=2, correct=0.7)
+    res = bootstrap_miou_diff(a, b, n_resamples=300, seed=3, level=0.9)
+    # Same draws as the vectorised code: counts per image from one multinomial per resample.
+    w = np.random.default_rng(3).multinomial(25, np.full(25, 1 / 25), size=300)
+    diffs = []
+    for row in w:
+        idx = torch.tensor(np.repeat(np.arange(25), row))
+        diffs.append(mean_iou(b[idx].sum(0)) - mean_iou(a[idx].sum(0)))
+    low, high = np.quantile(diffs, [0.05, 0.95])
+    assert res["low"] == pytest.approx(low) and res["high"] == pytest.approx(high)
+    assert res["diff"] == pytest.approx(mean_iou(b.sum(0)) - mean_iou(a.sum(0)))
+
+
+def test_bootstrap_miou_covers_the_observed_value_and_is_reproducible():
+    cms = _random_per_image_cms(30)
+    res = bootstrap_miou(cms, n_resamples=300, seed=5)
+    assert res["miou"] == pytest.approx(mean_iou(cms.sum(0)))
+    assert res["low"] < res["miou"] < res["high"]
+    assert bootstrap_miou(cms, n_resamples=300, seed=5) == res
+    one = bootstrap_miou(cms[:1], n_resamples=50)  # one image: every resample is that image
+    assert one["low"] == pytest.approx(one["miou"]) and one["high"] == pytest.approx(one["miou"])
+
+
+def test_bootstrap_rejects_mismatched_image_sets():
+    with pytest.raises(UserError):
+        bootstrap_miou_diff(_random_per_image_cms(5), _random_per_image_cms(6))
+
+
+def test_bootstrap_is_fast_on_a_voc_val_sized_set():
+    rng = np.random.default_rng(0)
+    cms_a = rng.integers(0, 500, size=(1500, 21, 21))
+    cms_b = cms_a + np.eye(21, dtype=np.int64) * 50
+    t0 = time.perf_counter()
+    res = bootstrap_miou_diff(cms_a, cms_b, n_resamples=1000)
+    assert time.perf_counter() - t0 < 2.0  # about 0.2 s on an idle core
+    assert res["significant"] and res["low"] > 0
+
+
+def test_summarize():
+    cms = torch.stack([_cm([0, 0, 1, 1], [0, 0, 1, 1]), _cm([0, 0, 1, 1], [0, 0, 0, 0])])
+    s = summarize(cms, ["a", "b"])
+    # total: gt0 -> 4 right + 2 wrong (pred 1); gt1 -> 2 right. IoU0 = 4/6, IoU1 = 2/4, class 2 absent.
+    assert s["iou_per_class"][:2] == pytest.approx([4 / 6, 0.5]) and s["iou_per_class"][2] is None
+    assert s["miou"] == pytest.approx((4 / 6 + 0.5) / 2)
+    assert s["pixel_acc"] == pytest.approx(6 / 8)
+    assert s["per_image"].tolist() == pytest.approx([1.0, 0.25])
+    assert s["ids"] == ["a", "b"] and s["num_images"] == 2
+    with pytest.raises(UserError):
+        summarize(cms, ["a"])

@@ -1,0 +1,136 @@
+"""viz: masks get the exact VOC colours, panels show what they claim, every plot renders and saves."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from helpers import viz  # noqa: E402
+from helpers.voc import NUM_CLASSES, PALETTE  # noqa: E402
+
+DOG = 12
+
+
+def dog_mask(h=60, w=80):
+    """Left half dog, right half background, a void band across the middle rows."""
+    m = np.zeros((h, w), dtype=np.int64)
+    m[:, : w // 2] = DOG
+    m[h // 2 - 2: h // 2 + 2, :] = 255
+    return m
+
+
+def rgb_of(fig):
+    """Rendered figure as a (H, W, 3) uint8 array (row 0 = top)."""
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def pixel_at(rgb, ax, fx, fy):
+    """Colour at fraction (fx, fy) of an axes box; fy measured from the top."""
+    box = ax.get_window_extent()
+    x = int(box.x0 + fx * box.width)
+    y = int(rgb.shape[0] - (box.y1 - fy * box.height))
+    return tuple(int(v) for v in rgb[y, x])
+
+
+def test_colorize_gives_exact_palette_colours_with_distinct_void():
+    m = np.array([[0, 12, 255], [15, 1, 20]])
+    out = viz.colorize(torch.from_numpy(m))
+    assert out.dtype == np.uint8 and out.shape == (2, 3, 3)
+    assert tuple(out[0, 0]) == (0, 0, 0)
+    assert tuple(out[0, 1]) == tuple(PALETTE[12]) == (64, 0, 128)
+    assert tuple(out[0, 2]) == (224, 224, 192)
+    assert tuple(out[1, 0]) == (192, 128, 128)
+    assert tuple(out[1, 2]) == tuple(PALETTE[20])
+    class_colours = {tuple(c) for c in PALETTE[:NUM_CLASSES]}
+    assert len(class_colours) == NUM_CLASSES and (224, 224, 192) not in class_colours
+
+
+def test_colorize_rejects_values_that_are_not_class_ids():
+    with pytest.raises(ValueError, match="outside"):
+        viz.colorize(np.array([[0, 21]]))
+
+
+def test_denormalize_inverts_imagenet_normalisation():
+    img = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    t = torch.from_numpy(img).permute(2, 0, 1).float() / 255
+    mean, std = torch.tensor(viz.IMAGENET_MEAN).view(3, 1, 1), torch.tensor(viz.IMAGENET_STD).view(3, 1, 1)
+    back = viz.denormalize((t - mean) / std)
+    assert back.shape == (5, 7, 3) and back.dtype == np.uint8
+    assert np.abs(back.astype(int) - img.astype(int)).max() <= 1
+    assert viz.denormalize(img) is img
+
+
+def test_overlay_tints_objects_only():
+    img = np.full((60, 80, 3), 100, dtype=np.uint8)
+    m = dog_mask()
+    out = viz.overlay(img, m, alpha=0.5)
+    untouched = (m == 0) | (m == 255)
+    assert np.array_equal(out[untouched], img[untouched])
+    expected = np.round(0.5 * 100 + 0.5 * PALETTE[DOG].astype(float)).astype(np.uint8)
+    assert np.array_equal(out[5, 5], expected)
+
+
+def test_four_panel_draws_ground_truth_colours_where_they_belong():
+    img = np.full((60, 80, 3), 150, dtype=np.uint8)
+    gt = dog_mask()
+    fig = viz.four_panel(img, gt, np.zeros_like(gt), "2007_000063 · mIoU 0.50")
+    assert [ax.get_title() for ax in fig.axes] == ["Image", "Ground truth", "Prediction", "Overlay"]
+    rgb = rgb_of(fig)
+    gt_ax = fig.axes[1]
+    assert pixel_at(rgb, gt_ax, 0.25, 0.2) == tuple(PALETTE[DOG])
+    assert pixel_at(rgb, gt_ax, 0.75, 0.2) == (0, 0, 0)
+    assert pixel_at(rgb, gt_ax, 0.75, 0.5) == (224, 224, 192)
+    assert pixel_at(rgb, fig.axes[2], 0.25, 0.2) == (0, 0, 0)  # prediction: all background
+    assert pixel_at(rgb, fig.axes[3], 0.25, 0.2) == (150, 150, 150)  # nothing to tint
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["background", "dog", "void"]
+    assert "mIoU 0.50" in fig.get_suptitle()
+
+
+def test_progression_grid_has_one_image_per_cell():
+    rng = np.random.default_rng(1)
+    columns = ["Without KD", "Response KD", "Feature KD", "Teacher"]
+    rows = [{"image": rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), "gt": dog_mask(40, 50),
+             "preds": {c: rng.integers(0, 3, (40, 50)) for c in columns},
+             "label": f"2007_00006{i} · success", "scores": {"Teacher": 0.8}} for i in range(3)]
+    fig = viz.progression_grid(rows, columns, title="From no KD to teacher")
+    image_axes = [ax for ax in fig.axes if ax.images]
+    assert len(image_axes) == 3 * (2 + len(columns))
+    assert image_axes[0].get_ylabel() == "2007_000060 · success"
+    assert image_axes[5].get_title() == "Teacher · 0.80"
+    with pytest.raises(ValueError, match="no prediction"):
+        viz.progression_grid([{**rows[0], "preds": {}}], columns)
+
+
+def all_figures():
+    rng = np.random.default_rng(2)
+    img, m = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), dog_mask(30, 40)
+    hist = {"epoch": [1, 2, 3], "loss": [1.0, 0.8, 0.7], "ce": [0.9, 0.7, 0.6], "kd": [0.1, None, 0.1],
+            "monitor_miou": [0.2, 0.3, 0.35]}
+    return {
+        "four_panel": viz.four_panel(img, m, m, "x"),
+        "score_histogram": viz.score_histogram(rng.random(50).tolist() + [float("nan")], "baseline"),
+        "progression_grid": viz.progression_grid(
+            [{"image": img, "gt": m, "preds": {"A": m}, "label": "r"}], ["A"]),
+        "sample_grid": viz.sample_grid([(f"id{i}", img, m) for i in range(5)], ncols=4),
+        "class_frequency_chart": viz.class_frequency_chart(rng.integers(0, 1000, 21), rng.integers(0, 9, 21)),
+        "training_curves": viz.training_curves({"baseline": {**hist, "kd": None}, "response": hist}),
+        "bar_with_ci": viz.bar_with_ci(["a", "b"], [0.5, 0.6], [0.45, 0.52], [0.55, 0.66], "mIoU"),
+        "grouped_bars": viz.grouped_bars(["bg", "dog", "cat"], {"a": [0.9, np.nan, 0.3],
+                                                                "b": [0.8, 0.5, 0.2]}, "IoU"),
+        "scatter_tradeoff": viz.scatter_tradeoff([
+            {"name": "student", "latency_ms": 5.0, "latency_std": 0.5, "miou": 0.5, "params": 2e6},
+            {"name": "teacher", "latency_ms": 40.0, "latency_std": 2.0, "miou": 0.7, "params": 4e7}]),
+    }
+
+
+def test_every_plot_returns_a_figure_and_saves_a_png(tmp_path):
+    for name, fig in all_figures().items():
+        assert isinstance(fig, Figure), name
+        path = viz.save_figure(fig, tmp_path / "nested" / f"{name}.png")
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000, name
