@@ -6,6 +6,7 @@
     python -m helpers qualitative --checkpoint PATH --output-dir DIR [--num-success 10] [--num-failure 10]
     python -m helpers demo-data --root DIR [--seed N]
     python -m helpers bench [--device cpu|cuda] [--image-size S] [--batch-size B]
+    python -m helpers docs      (regenerate README.md's parameter table from the notebooks)
 
 A user's mistake prints one short paragraph and exits with status 2; `--debug` shows the traceback.
 """
@@ -33,8 +34,6 @@ def _config(preset: str | None, pairs, **explicit):
     values = load_preset(preset) if preset else {}
     values.update(_params(pairs))
     values.update({k: v for k, v in explicit.items() if v is not None})
-    for key in ("num_success", "num_failure", "num_show", "interactive"):
-        pass
     return Config.from_dict(values)
 
 
@@ -100,6 +99,14 @@ def cmd_bench(a):
     perf.main(device=a.device, image_size=a.image_size, batch_size=a.batch_size, out=a.out, preset=a.preset)
 
 
+def cmd_docs(a):
+    from .runner import PROJECT_ROOT, readme_with_parameters
+
+    path = PROJECT_ROOT / "README.md"
+    path.write_text(readme_with_parameters(path.read_text()))
+    print(f"regenerated the parameter table in {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n")[0])
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -154,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--preset", default="demo")
     b.add_argument("--out", type=Path, default=Path("bench.json"))
     b.set_defaults(func=cmd_bench)
+    doc = sub.add_parser("docs", help="regenerate README.md's parameter table from the notebooks")
+    doc.set_defaults(func=cmd_docs)
     return p
 
 

@@ -20,8 +20,6 @@ import warnings
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
-from torch.utils.benchmark import Timer
-from torch.utils.benchmark.utils.timer import timer as _synced_timer
 from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import UserError
@@ -124,6 +122,10 @@ def latency(models: dict[str, nn.Module], input_size=DEFAULT_INPUT, device="cpu"
     calls in all), "device", "threads", "dtype", "input_size"}}. Models are not modified: one on
     another device / dtype is measured as a copy; a TorchScript module is used as it is.
     """
+    # imported here: torch.utils.benchmark pulls in cpp_extension, which warns about CUDA at import
+    from torch.utils.benchmark import Timer
+    from torch.utils.benchmark.utils.timer import timer as _synced_timer
+
     dev = _device(device)
     if not models:
         raise UserError("latency: no models given.")

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ def save(state: dict, path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _remove_stale_temps(path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -39,6 +40,27 @@ def save(state: dict, path) -> Path:
     return path
 
 
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temporary files that a killed writer of `path` left behind (`.<name>.*.tmp`)."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def _unpickler_detail(e: Exception) -> str:
+    """The informative line of a weights_only failure ("Unsupported global: GLOBAL x.Y ...")."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def _not_a_checkpoint(path, detail: str) -> str:
+    # There is one file per model (no per-epoch copies): a damaged one has to be trained again.
+    return (f"Checkpoint '{path}' is truncated or not a PyTorch checkpoint ({detail}). Delete it and "
+            "train again: that model then starts from epoch 1.")
+
+
 def load(path, map_location="cpu") -> dict:
     """Load one of our checkpoints safely; every failure is a UserError that names the file."""
     path = Path(path)
@@ -47,14 +69,22 @@ def load(path, map_location="cpu") -> dict:
                         "`python -m helpers train --method ...`), or check the path.")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except PermissionError as e:
+        raise UserError(f"Checkpoint '{path}' cannot be read ({e.strerror}). Check the file's "
+                        "permissions.") from None
     except pickle.UnpicklingError as e:
-        raise UserError(f"Refused to load '{path}': it needs unpickling of arbitrary Python objects, "
-                        "which could run code. Checkpoints of this project hold plain data only "
-                        f"(loaded with weights_only=True). Detail: {str(e).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise UserError(f"Checkpoint '{path}' is truncated or not a PyTorch checkpoint ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}). Delete it and train again; with "
-                        "--resume the previous epoch's file is used when present.") from None
+        detail = _unpickler_detail(e)
+        # The weights_only unpickler refuses a GLOBAL (a class or function to import and call) with
+        # "Unsupported global: ..."; any other unpickling failure ("Unsupported operand 72") means
+        # the bytes are not a pickle at all: random data, a text file, a damaged file.
+        if "global" in detail.lower():
+            raise UserError(f"Refused to load '{path}': it needs unpickling of arbitrary Python objects, "
+                            "which could run code. Checkpoints of this project hold plain data only "
+                            f"(loaded with weights_only=True). Detail: {detail}") from None
+        raise UserError(_not_a_checkpoint(path, f"UnpicklingError: {detail}")) from None
+    except Exception as e:  # RuntimeError (bad zip), EOFError, KeyError (text), ValueError, ...
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise UserError(_not_a_checkpoint(path, f"{type(e).__name__}: {first}")) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"'{path}' is a PyTorch file but not a checkpoint of this project "
                         f"(expected format '{FORMAT}').")
@@ -63,14 +93,20 @@ def load(path, map_location="cpu") -> dict:
 
 def load_weights(model: torch.nn.Module, state: dict, path="<checkpoint>") -> None:
     """Load `state['model']` into `model`, explaining an architecture or class-count mismatch."""
+    if not isinstance(state.get("model"), dict):
+        raise UserError(f"Checkpoint '{path}' holds no model weights (no 'model' entry); it is not a "
+                        "model checkpoint of this project.")
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
         cfg = state.get("config", {})
+        # torch's first line is only "Error(s) in loading state_dict for X:"; the next names the key.
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = "; ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else "")
         raise UserError(f"Checkpoint '{path}' holds a '{state.get('arch')}' model with "
                         f"{state.get('num_classes')} classes (dataset {cfg.get('dataset')}), which does not "
-                        f"fit the model built here. Use the same architecture and class count. "
-                        f"Detail: {str(e).splitlines()[0]}") from None
+                        f"fit the model built here ({type(model).__name__}). Use the same architecture and "
+                        f"class count. Detail: {detail}") from None
 
 
 def rng_state() -> dict:

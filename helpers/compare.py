@@ -97,8 +97,9 @@ def compare(cfg: Config, progress=True, write=True) -> dict:
     for method in STUDENTS + ("teacher",):
         keys = [method] if method == "teacher" else _pooled(evals, method, seeds, cfg)[1]
         mious = [evals[k]["miou"] for k in keys]
-        iou = np.nanmean(np.array([[np.nan if v is None else v for v in evals[k]["iou_per_class"]]
-                                   for k in keys], dtype=float), axis=0)
+        per_seed = np.array([[np.nan if v is None else v for v in evals[k]["iou_per_class"]] for k in keys], float)
+        seen = (~np.isnan(per_seed)).sum(0)  # mean over seeds; NaN where a class never occurred
+        iou = np.where(seen > 0, np.nansum(per_seed, 0) / np.maximum(seen, 1), np.nan)
         row = {
             "method": method, "label": LABELS[method], "arch": cfg.teacher_arch if method == "teacher" else cfg.student_arch,
             "miou": float(np.mean(mious)), "miou_std": float(np.std(mious, ddof=1)) if len(mious) > 1 else None,

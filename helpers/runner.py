@@ -152,8 +152,21 @@ def parameters_markdown(declared: dict) -> str:
     rows = ["| Name | Default | Type | Used by | Meaning |", "|---|---|---|---|---|"]
     for name, p in declared.items():
         default = f'"{p["default"]}"' if p["type"] == "str" else repr(p["default"])
-        rows.append(f"| `{name}` | `{cell(default)}` | {p['type']} | {', '.join(p['notebooks'])} | {cell(p['help'])} |")
+        used = "all" if len(p["notebooks"]) == len(NOTEBOOKS) else ", ".join(n[:2] for n in p["notebooks"])
+        rows.append(f"| `{name}` | `{cell(default)}` | {p['type']} | {used} | {cell(p['help'])} |")
     return "\n".join(rows) + "\n"
+
+
+README_START, README_END = "<!-- parameters:start -->", "<!-- parameters:end -->"
+
+
+def readme_with_parameters(text: str) -> str:
+    """README text with the block between the parameter markers regenerated from the notebooks."""
+    if README_START not in text or README_END not in text:
+        raise UserError(f"README.md lacks the markers {README_START} ... {README_END}.")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    return f"{head}{README_START}\n{parameters_markdown(all_parameters())}{README_END}{tail}"
 
 
 # --------------------------------------------------------------------------- running

@@ -1,0 +1,116 @@
+"""End to end: the smoke preset through the runner (01 -> 06), the files it promises, reuse, failures."""
+import csv
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def cli(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "helpers", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    base = tmp_path_factory.mktemp("smoke")
+    args = ["run", "--preset", "smoke", "--out", str(base / "reports" / "smoke"),
+            "-p", "checkpoints_dir", str(base / "ckpt"), "-p", "data_root", str(base / "data")]
+    t0 = time.perf_counter()
+    first = cli(*args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    return {"base": base, "out": base / "reports" / "smoke", "args": args, "first": first,
+            "first_s": time.perf_counter() - t0}
+
+
+def test_progress_line_per_notebook(smoke):
+    for i, name in enumerate(["01_data", "02_baseline", "03_response_kd", "04_feature_kd", "05_compare",
+                              "06_qualitative"], 1):
+        assert re.search(rf"\[{i}/6\] {name} .*done in [0-9.]+ s", smoke["first"].stdout), smoke["first"].stdout
+
+
+def test_table_files_agree(smoke):
+    out = smoke["out"]
+    data = json.loads((out / "kd_comparison_results.json").read_text())
+    rows = {r["method"]: r for r in data["rows"]}
+    assert list(rows) == ["baseline", "response", "feature", "teacher"]
+    txt = (out / "kd_comparison_results.txt").read_text()
+    assert "Knowledge Distillation" in txt and "Inference Speed (ms)" in txt
+    for label, m in (("Without KD (Baseline)", "baseline"), ("Response-Based", "response"),
+                     ("Feature-Based", "feature")):
+        line = next(l for l in txt.splitlines() if l.startswith(label))
+        assert f"{rows[m]['miou']:.4f}" in line and rows[m]["params_str"] in line
+    assert rows["baseline"]["params"] == rows["response"]["params"] == rows["feature"]["params"]
+    with open(out / "kd_comparison_results.csv") as f:
+        for r in csv.DictReader(f):
+            assert abs(float(r["miou"]) - rows[r["method"]]["miou"]) < 1e-9
+    md = (out / "kd_comparison_results.md").read_text()
+    assert "| Knowledge Distillation |" in md
+    for m in ("response", "feature"):
+        d = rows[m]["diff_vs_baseline"]
+        assert d["low"] <= d["diff"] <= d["high"]
+
+
+def test_qualitative_folders(smoke):
+    for method in ("baseline", "response", "feature", "teacher"):
+        d = smoke["out"] / f"qualitative_results_{method}"
+        ok = sorted((d / "successful_cases").glob("*.png"))
+        bad = sorted((d / "failure_cases").glob("*.png"))
+        assert len(ok) == 2 and len(bad) == 2  # num_success / num_failure of the smoke preset
+        pat = r"(success|failure)_rank(\d+)_sample(val_\d{5})_iou(\d\.\d{4})\.png"
+        s = [re.fullmatch(pat, p.name) for p in ok]
+        f = [re.fullmatch(pat, p.name) for p in bad]
+        assert all(s) and all(f)
+        s_scores = [float(m.group(4)) for m in sorted(s, key=lambda m: int(m.group(2)))]
+        f_scores = [float(m.group(4)) for m in sorted(f, key=lambda m: int(m.group(2)))]
+        assert s_scores == sorted(s_scores, reverse=True) and f_scores == sorted(f_scores)
+        assert (d / "iou_distribution.png").stat().st_size > 1000
+        text = (d / "evaluation_metrics.txt").read_text()
+        assert "mIoU" in text and "Per-class IoU" in text and s[0].group(3) in text
+    assert (smoke["out"] / "qualitative_progression.png").is_file()
+
+
+def test_report_html_in_browser(smoke):
+    from helpers import report
+
+    html = smoke["out"] / "report.html"
+    assert html.is_file() and "Knowledge Distillation" in html.read_text()
+    if report.find_chromium() is None:
+        pytest.skip("Chromium not installed (.ci/install-chromium.sh installs it)")
+    res = report.check_report_in_browser(html)
+    assert res["table"] and res["images"] > 5 and not res["broken"], res
+
+
+def test_second_run_reuses_checkpoints(smoke):
+    ckpts = sorted((smoke["base"] / "ckpt").rglob("*.pt"))
+    assert len(ckpts) == 4  # teacher + three students
+    before = {p: p.stat().st_mtime_ns for p in ckpts}
+    again = cli(*smoke["args"])
+    assert again.returncode == 0, again.stderr
+    assert {p: p.stat().st_mtime_ns for p in ckpts} == before
+
+
+def test_bad_parameter_is_refused_before_anything_runs(tmp_path):
+    res = cli("run", "--preset", "smoke", "--out", str(tmp_path / "r" / "x"), "-p", "epoch", "3")
+    assert res.returncode == 2
+    assert "Unknown parameter 'epoch'" in res.stderr and "did you mean 'epochs'" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "r").exists()
+    res = cli("run", "--preset", "smoke", "--out", str(tmp_path / "r" / "x"), "-p", "epochs", "three")
+    assert res.returncode == 2 and "epochs" in res.stderr and not (tmp_path / "r").exists()
+
+
+def test_failing_notebook_is_named(tmp_path):
+    out = tmp_path / "reports" / "broken"
+    res = cli("run", "--preset", "smoke", "--out", str(out), "-p", "dataset", "voc",
+              "-p", "data_root", str(tmp_path / "no-voc-here"), "-p", "checkpoints_dir", str(tmp_path / "c"))
+    assert res.returncode == 2
+    assert "Notebook 01_data failed in cell" in res.stderr and "does not exist" in res.stderr
+    assert (out / "01_data.ipynb").is_file() and not (out / "02_baseline.ipynb").exists()
