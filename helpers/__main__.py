@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--image-size", type=int, default=64)
     b.add_argument("--batch-size", type=int, default=16)
     b.add_argument("--preset", default="demo")
-    b.add_argument("--out", type=Path, default=Path("bench.json"))
+    b.add_argument("--out", type=Path, default=Path("reports/bench.json"))
     b.set_defaults(func=cmd_bench)
     doc = sub.add_parser("docs", help="regenerate README.md's parameter table from the notebooks")
     doc.set_defaults(func=cmd_docs)

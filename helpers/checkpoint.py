@@ -20,15 +20,26 @@ def save(state: dict, path) -> Path:
 
     A crash or a full disk mid-write leaves the previous file at `path` untouched.
     """
+    return _atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """A small text file (e.g. a history .json) written with the same guarantees as `save`."""
+    return _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _atomic_write(path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; give it a normal file's mode
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
         _remove_stale_temps(path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
@@ -38,6 +49,26 @@ def save(state: dict, path) -> Path:
                             "(training resumes from the last saved epoch).") from None
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders can't be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _remove_stale_temps(path: Path) -> None:
@@ -103,6 +134,7 @@ def load_weights(model: torch.nn.Module, state: dict, path="<checkpoint>") -> No
         # torch's first line is only "Error(s) in loading state_dict for X:"; the next names the key.
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         detail = "; ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else "")
+        detail = detail if len(detail) <= 300 else detail[:297] + "..."
         raise UserError(f"Checkpoint '{path}' holds a '{state.get('arch')}' model with "
                         f"{state.get('num_classes')} classes (dataset {cfg.get('dataset')}), which does not "
                         f"fit the model built here ({type(model).__name__}). Use the same architecture and "

@@ -59,6 +59,8 @@ class Config:
     # distillation
     alpha: float = 0.5                    # weight of the response-KD term
     temperature: float = 4.0              # softmax temperature T of response KD
+    teacher_cache: bool = False           # response KD from cached teacher logits (one teacher pass)
+    cache_stride: int = 4                 # the cached logits are average-pooled by this factor
     beta: float = 1.0                     # weight of the feature-KD term
     feature_loss: str = "hint"            # "hint" (FitNets MSE) or "cwd" (channel-wise distillation)
     cwd_temperature: float = 4.0          # temperature of CWD

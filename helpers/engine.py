@@ -118,6 +118,9 @@ def checkpoint_path(cfg: Config, method: str, seed: int | None = None) -> Path:
 def load_model(path, device="cpu") -> tuple[torch.nn.Module, dict]:
     """A model (eval mode) and its checkpoint dict; any failure is a UserError naming the file."""
     state = checkpoint.load(path)
+    if "arch" not in state or "num_classes" not in state:
+        raise UserError(f"Checkpoint '{path}' does not say which architecture it holds ('arch', 'num_classes'); "
+                        "it was not written by this project's training loop.")
     model = build_model(state["arch"], state["num_classes"])
     checkpoint.load_weights(model, state, path)
     return model.to(device).eval(), state
@@ -140,6 +143,50 @@ def get_teacher(cfg: Config, device, progress: bool = True) -> torch.nn.Module:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.eval()
+
+
+# --- cached teacher outputs (response KD) --------------------------------------------------------
+
+class WithTeacherLogits(torch.utils.data.Dataset):
+    """A training split whose samples carry the cached teacher logits, augmented with the image."""
+
+    def __init__(self, ds: voc.SegDataset, cache: Path):
+        self.ds, self.cache = ds, Path(cache)
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        img, labels = self.ds.load(i)
+        soft = torch.from_numpy(np.load(self.cache / f"{self.ds.ids[i]}.npy"))
+        return self.ds.transform(img, labels, soft)
+
+
+def teacher_cache(cfg: Config, teacher, device, progress: bool = True) -> Path:
+    """One teacher pass over `train_split` (full resolution, no augmentation), storing its logits
+    average-pooled by `cache_stride` in fp16, one .npy per image. Reused while it exists.
+
+    The approximation: a training step upsamples the cached map (bilinear) to the image and applies
+    the same scale/crop/flip; the online teacher would instead see the augmented image itself.
+    """
+    from tqdm.auto import tqdm
+
+    folder = Path(cfg.checkpoints_dir) / "teachers" / f"{cfg.teacher_key()}-logits-{cfg.train_split}-s{cfg.cache_stride}"
+    done = folder / "complete.json"
+    if done.is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    ds = dataset(cfg, cfg.train_split)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for i in tqdm(range(len(ds)), desc="caching teacher logits", disable=not progress, leave=False):
+            x, _ = ds[i]
+            logits = teacher(x[None].to(device))                      # (1, C, H, W)
+            small = torch.nn.functional.avg_pool2d(logits, cfg.cache_stride, ceil_mode=True)
+            np.save(folder / f"{ds.ids[i]}.npy", small[0].half().cpu().numpy())
+    done.write_text(json.dumps({"images": len(ds), "stride": cfg.cache_stride,
+                                "seconds": round(time.perf_counter() - t0, 2)}))
+    return folder
 
 
 # --- training -------------------------------------------------------------------------------------
@@ -171,12 +218,14 @@ def train_one_epoch(student, teacher, adapter, dl, optimizer, scheduler, scaler,
     sums, n = {}, 0
     bar = tqdm(dl, desc=f"{method} epoch {epoch + 1}/{cfg.epochs if method != 'teacher' else cfg.teacher_epochs}",
                disable=not progress, leave=False)
-    for step, (images, masks) in enumerate(bar):
+    for step, (images, masks, *cached) in enumerate(bar):
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
         masks = masks.to(device, non_blocking=True)
         teacher_out = None
-        if teacher is not None:
+        if cached:  # cached teacher logits, augmented with the image (response KD, teacher_cache=True)
+            teacher_out = (cached[0].to(device, non_blocking=True), None)
+        elif teacher is not None:
             with torch.inference_mode(), amp_ctx:
                 t_logits, t_feat = teacher.forward_features(images)
             # clone leaves inference mode so the tensors can take part in the loss's backward
@@ -234,6 +283,8 @@ def fit(cfg: Config, method: str, seed: int | None = None, resume: bool = True, 
         raise UserError("teacher_epochs must be at least 1 to train or fine-tune a teacher.")
 
     state = checkpoint.load(path) if (path.is_file() and resume) else None
+    if state is not None and not is_teacher:  # (a teacher's file name already hashes its settings)
+        _check_settings(cfg, method, state, path)
     if state is not None and state.get("complete"):
         model, _ = load_model(path, device)
         return model, state["history"]
@@ -254,6 +305,9 @@ def fit(cfg: Config, method: str, seed: int | None = None, resume: bool = True, 
         model = model.to(memory_format=torch.channels_last)
 
     train_ds = dataset(cfg, cfg.teacher_split if is_teacher else cfg.train_split, train=True)
+    if method == "response" and cfg.teacher_cache:
+        train_ds = WithTeacherLogits(train_ds, teacher_cache(cfg, teacher, device, progress))
+        teacher = None  # not run during training: its logits come with the batch
     monitor_ds = dataset(cfg, cfg.monitor_split) if cfg.monitor_split else None
     steps_per_epoch = len(train_ds) // cfg.batch_size
     if steps_per_epoch < 1:
@@ -310,10 +364,37 @@ def fit(cfg: Config, method: str, seed: int | None = None, resume: bool = True, 
     return model, history
 
 
+# The settings that shape a student's weights: a checkpoint made with other values is neither
+# reused nor continued (that would silently mix two set-ups in one study).
+_SHAPING = ("dataset", "demo_seed", "demo_size", "demo_scale", "train_split", "crop_size", "base_size",
+            "scale_min", "scale_max", "student_arch", "student_pretrained_backbone", "epochs",
+            "batch_size", "optimizer", "lr", "weight_decay", "warmup_iters")
+_TEACHER_SHAPING = ("teacher_arch", "teacher_weights", "teacher_epochs", "teacher_lr", "teacher_split")
+_SHAPING_BY_METHOD = {
+    "baseline": (),
+    "response": _TEACHER_SHAPING + ("alpha", "temperature", "teacher_cache", "cache_stride"),
+    "feature": _TEACHER_SHAPING + ("beta", "feature_loss", "cwd_temperature"),
+}
+
+
+def _check_settings(cfg: Config, method: str, state: dict, path) -> None:
+    saved = state.get("config", {})
+    diffs = [f"{k}: {saved[k]!r} in the checkpoint, {getattr(cfg, k)!r} now"
+             for k in _SHAPING + _SHAPING_BY_METHOD[method] if k in saved and saved[k] != getattr(cfg, k)]
+    if diffs:
+        raise UserError(f"'{path}' was trained with other settings ({'; '.join(diffs)}); reusing or "
+                        "continuing it would mix two set-ups. Choose another run_name, set force=True "
+                        "(or delete the file) to train it again, or go back to the checkpoint's settings.")
+
+
 def _save(path, model, adapter, optimizer, scheduler, scaler, epoch, epochs, method, seed, cfg, history):
     arch = cfg.teacher_arch if method == "teacher" else cfg.student_arch
     complete = epoch >= epochs
     model_state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    bad = [k for k, v in model_state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"Training of '{method}' produced non-finite weights in epoch {epoch} ({bad[0]}, ...); "
+                        "they are not saved, the previous epoch's checkpoint is kept. Lower lr and run again.")
     checkpoint.save({
         "method": method, "arch": arch, "num_classes": voc.NUM_CLASSES, "seed": seed,
         "model": model_state,
@@ -322,4 +403,4 @@ def _save(path, model, adapter, optimizer, scheduler, scaler, epoch, epochs, met
         "scaler": scaler.state_dict(), "epoch": epoch, "epochs": epochs, "complete": complete,
         "rng": checkpoint.rng_state(), "config": cfg.to_dict(), "history": history,
     }, path)
-    path.with_name(path.stem + "_history.json").write_text(json.dumps(history, indent=1))
+    checkpoint.write_text_atomic(path.with_name(path.stem + "_history.json"), json.dumps(history, indent=1))

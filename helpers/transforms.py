@@ -17,20 +17,33 @@ STD = (0.229, 0.224, 0.225)
 
 
 class Joint:
-    """Callable (PIL image, uint8 labels) -> (float image (3, H, W), int64 mask (H, W))."""
+    """Callable (PIL image, uint8 labels[, soft]) -> (float image (3, H, W), int64 mask (H, W)[, soft]).
+
+    `soft` (optional) is a float map (C, h, w), e.g. cached teacher logits at low resolution: it is
+    upsampled (bilinear) to the image's size and then goes through the same geometric ops as the
+    image (padding fills 0 there; those pixels are void in the mask anyway).
+    """
 
     def __init__(self, ops):
-        self.pipeline = v2.Compose(ops + [
+        self.geometric = v2.Compose(ops) if ops else None
+        self.finish = v2.Compose([
             v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None},
                        scale=True),
             v2.Normalize(MEAN, STD),
         ])
 
-    def __call__(self, image, labels):
+    def __call__(self, image, labels, soft=None):
         img = tv_tensors.Image(v2.functional.pil_to_tensor(image)) if not torch.is_tensor(image) else tv_tensors.Image(image)
         mask = tv_tensors.Mask(torch.from_numpy(np.asarray(labels, dtype=np.uint8))[None])
-        img, mask = self.pipeline(img, mask)
-        return img.as_subclass(torch.Tensor), mask[0].as_subclass(torch.Tensor)
+        if soft is not None:
+            soft = torch.nn.functional.interpolate(soft[None].float(), size=img.shape[-2:], mode="bilinear",
+                                                   align_corners=False)[0]
+            soft = tv_tensors.Image(soft)
+        if self.geometric is not None:
+            img, mask, soft = self.geometric(img, mask, soft)
+        img, mask = self.finish(img, mask)
+        out = (img.as_subclass(torch.Tensor), mask[0].as_subclass(torch.Tensor))
+        return out if soft is None else out + (soft.as_subclass(torch.Tensor),)
 
 
 def train_transform(crop_size: int, base_size: int, scale=(0.5, 2.0), hflip: bool = True) -> Joint:
@@ -50,13 +63,16 @@ def eval_transform(resize: int | None = None) -> Joint:
 
 
 def collate_pad(batch):
-    """Stack samples of different sizes: images padded with 0, masks with 255 (ignored)."""
-    imgs, masks = zip(*batch)
-    h = max(i.shape[-2] for i in imgs)
-    w = max(i.shape[-1] for i in imgs)
-    out_i = imgs[0].new_zeros((len(imgs), 3, h, w))
-    out_m = masks[0].new_full((len(imgs), h, w), IGNORE_INDEX)
-    for k, (i, m) in enumerate(zip(imgs, masks)):
-        out_i[k, :, : i.shape[-2], : i.shape[-1]] = i
-        out_m[k, : m.shape[-2], : m.shape[-1]] = m
-    return out_i, out_m
+    """Stack samples of different sizes: images padded with 0, masks with 255 (ignored), and the
+    optional third item (soft maps) with 0."""
+    cols = list(zip(*batch))
+    h = max(i.shape[-2] for i in cols[0])
+    w = max(i.shape[-1] for i in cols[0])
+    out = []
+    for k, items in enumerate(cols):
+        fill = IGNORE_INDEX if k == 1 else 0
+        t = items[0].new_full((len(items), *items[0].shape[:-2], h, w), fill)
+        for j, x in enumerate(items):
+            t[j, ..., : x.shape[-2], : x.shape[-1]] = x
+        out.append(t)
+    return tuple(out)

@@ -1,0 +1,208 @@
+"""The training engine on the tiny demo set: it learns, a resumed run ends with the same weights as
+an uninterrupted one, the three students differ only in their loss, checkpoints are plain data,
+finished models are reused and the teacher is never touched."""
+import json
+
+import pytest
+import torch
+
+from helpers import engine
+from helpers.config import Config
+from helpers.errors import UserError
+from helpers.models import build_model
+
+pytestmark = pytest.mark.slow
+STUDENTS = ("baseline", "response", "feature")
+KD_PART = {"baseline": None, "response": "kd", "feature": "feat"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny nets: one thread is faster on a busy machine and gives one reproducible CPU result."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def assert_same_state(a: dict, b: dict, what="state"):
+    assert a.keys() == b.keys(), what
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{what}: {k} differs"
+
+
+def test_a_student_overfits_a_handful_of_training_images(tiny_cfg):
+    cfg = tiny_cfg.replace(epochs=80, lr=0.02, batch_size=2, scale_min=1.0, scale_max=1.0, monitor_split="")
+    train_eval = engine.dataset(cfg, cfg.train_split)  # the 12 training images, eval transform
+    torch.manual_seed(0)
+    untrained = engine.evaluate(build_model(cfg.student_arch), train_eval)["miou"]
+    model, history = engine.fit(cfg, "baseline", progress=False)
+    trained = engine.evaluate(model, train_eval)["miou"]
+    assert untrained < 0.1
+    assert trained > 0.5, f"train-split mIoU {trained:.3f} after 80 epochs"  # 0.73 when written
+    assert history["loss"][-1] < 0.3 * history["loss"][0]
+    assert history["monitor_miou"] == [] and history["monitor_epoch"] == []  # monitor_split="" = none
+
+
+def count_epochs(monkeypatch) -> list:
+    """Record the (0-based) epochs that engine.fit actually trains from now on."""
+    trained, real = [], engine.train_one_epoch
+
+    def counted(*a, **k):
+        trained.append(a[10] if len(a) > 10 else k["epoch"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine, "train_one_epoch", counted)
+    return trained
+
+
+@pytest.mark.parametrize("method", STUDENTS)
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_cfg, method, monkeypatch):
+    cfg = tiny_cfg.replace(epochs=3)
+    full, _ = engine.fit(cfg.replace(run_name="full"), method, progress=False)
+
+    cut = cfg.replace(run_name="cut")
+    engine.fit(cut, method, progress=False, stop_after_epoch=1)
+    state = torch.load(engine.checkpoint_path(cut, method), weights_only=True)
+    assert state["epoch"] == 1 and not state["complete"]
+    torch.manual_seed(12345)  # whatever the process did meanwhile must not matter
+    trained = count_epochs(monkeypatch)
+    resumed, history = engine.fit(cut, method, progress=False)
+    assert trained == [1, 2]  # continued, not started again
+
+    assert_same_state(full.state_dict(), resumed.state_dict(), method)
+    a = torch.load(engine.checkpoint_path(cfg.replace(run_name="full"), method), weights_only=True)
+    b = torch.load(engine.checkpoint_path(cut, method), weights_only=True)
+    assert b["complete"] and b["epoch"] == 3
+    if method == "feature":
+        assert_same_state(a["adapter"], b["adapter"], "adapter")
+    for k in ("loss", "ce", "lr", "monitor_miou"):
+        assert a["history"][k] == b["history"][k], k
+    assert history["epoch"] == [1, 2, 3]
+
+
+def test_the_three_students_start_alike_and_see_the_same_batches(tiny_cfg, monkeypatch):
+    cfg = tiny_cfg.replace(epochs=1)
+    inits, batches = {}, {}
+    real_build, real_loss = engine.build_model, engine.distill_loss
+    current = []
+
+    def build(name, *a, **k):
+        m = real_build(name, *a, **k)
+        if name == cfg.student_arch:
+            inits.setdefault(current[-1], {k: v.clone() for k, v in m.state_dict().items()})
+        return m
+
+    def loss(method, student_out, target, *a, **k):
+        batches.setdefault(current[-1], []).append(target.clone())
+        return real_loss(method, student_out, target, *a, **k)
+
+    engine.get_teacher(cfg, torch.device("cpu"), progress=False)  # trained (and cached) before recording
+    monkeypatch.setattr(engine, "build_model", build)
+    monkeypatch.setattr(engine, "distill_loss", loss)
+    for method in STUDENTS + ("seed1",):
+        current.append(method)
+        if method == "seed1":
+            engine.fit(cfg, "baseline", seed=1, progress=False)
+        else:
+            engine.fit(cfg, method, progress=False)
+
+    for method in ("response", "feature"):
+        assert_same_state(inits["baseline"], inits[method], f"initial weights of {method}")
+        assert len(batches[method]) == len(batches["baseline"]) == 3
+        for x, y in zip(batches["baseline"], batches[method]):
+            assert torch.equal(x, y)  # same order, same augmentation
+    # and it is the seed that fixes them: another seed starts elsewhere
+    assert not torch.equal(inits["baseline"]["classifier.weight"], inits["seed1"]["classifier.weight"])
+
+
+@pytest.mark.parametrize("method", ["response", "feature"])
+def test_a_checkpoint_is_plain_data_with_config_and_history(tiny_cfg, method):
+    engine.fit(tiny_cfg, method, progress=False)
+    path = engine.checkpoint_path(tiny_cfg, method)
+    assert path.parent.name == tiny_cfg.run_name and path.name == f"{method}.pt"
+    state = torch.load(path, weights_only=True)  # raises if anything but plain data is inside
+
+    for key in ("model", "optimizer", "scheduler", "scaler", "epoch", "rng", "config", "history"):
+        assert key in state, key
+    assert state["epoch"] == tiny_cfg.epochs and state["complete"] and state["method"] == method
+    assert state["arch"] == tiny_cfg.student_arch and state["num_classes"] == 21
+    assert set(state["model"]) == set(build_model(tiny_cfg.student_arch).state_dict())
+    assert state["optimizer"]["state"] and state["optimizer"]["param_groups"]
+    assert state["scheduler"]["last_epoch"] == tiny_cfg.epochs * (12 // tiny_cfg.batch_size)
+    assert isinstance(state["rng"]["torch"], torch.Tensor)
+    assert Config.from_dict(state["config"]) == tiny_cfg
+
+    h = state["history"]
+    part = KD_PART[method]
+    for key in ("loss", "ce", part, "lr", "time_s"):
+        assert len(h[key]) == tiny_cfg.epochs, key
+    alpha_or_beta = tiny_cfg.alpha if method == "response" else tiny_cfg.beta
+    for loss, ce, kd in zip(h["loss"], h["ce"], h[part]):
+        assert loss == pytest.approx(ce + alpha_or_beta * kd, rel=1e-5)
+    assert h["monitor_epoch"] == [1, 2] and all(0 <= m <= 1 for m in h["monitor_miou"])
+    beside = json.loads(path.with_name(f"{method}_history.json").read_text())
+    assert beside == h
+
+
+def test_a_finished_checkpoint_is_reused_not_retrained(tiny_cfg, monkeypatch):
+    model, history = engine.fit(tiny_cfg, "baseline", progress=False)
+    path = engine.checkpoint_path(tiny_cfg, "baseline")
+    stamp = path.stat().st_mtime_ns
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished model was trained again")
+
+    monkeypatch.setattr(engine, "train_one_epoch", no_training)
+    again, history2 = engine.fit(tiny_cfg, "baseline", progress=False)
+    assert path.stat().st_mtime_ns == stamp
+    assert history2 == history
+    assert_same_state(model.state_dict(), again.state_dict())
+    assert not again.training
+
+
+@pytest.mark.parametrize("method", ["response", "feature"])
+def test_the_teacher_is_frozen(tiny_cfg, monkeypatch, method):
+    teacher_file = engine.checkpoint_path(tiny_cfg, "teacher")
+    handed = []
+    real = engine.get_teacher
+
+    def get_teacher(*a, **k):
+        t = real(*a, **k)
+        handed.append((t, {k: v.clone() for k, v in t.state_dict().items()}, teacher_file.read_bytes()))
+        return t
+
+    monkeypatch.setattr(engine, "get_teacher", get_teacher)
+    engine.fit(tiny_cfg, method, progress=False)
+
+    (teacher, before, file_bytes), = handed
+    assert teacher_file.parent.name == "teachers" and teacher_file.read_bytes() == file_bytes
+    saved = torch.load(teacher_file, weights_only=True)
+    assert saved["complete"] and saved["arch"] == tiny_cfg.teacher_arch
+    assert saved["epoch"] == tiny_cfg.teacher_epochs
+    assert_same_state(saved["model"], before, "teacher as loaded")
+    assert not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert_same_state(before, teacher.state_dict(), "teacher after distillation")  # BN statistics too
+
+
+def test_a_checkpoint_trained_with_other_settings_is_not_silently_reused(tiny_cfg, monkeypatch):
+    engine.fit(tiny_cfg, "baseline", progress=False)
+    path = engine.checkpoint_path(tiny_cfg, "baseline")
+    stamp = path.stat().st_mtime_ns
+    for change in (dict(lr=0.1), dict(epochs=3), dict(crop_size=24)):
+        with pytest.raises(UserError, match="was trained with other settings") as e:
+            engine.fit(tiny_cfg.replace(**change), "baseline", progress=False)
+        (key,) = change
+        assert f"{key}: {getattr(tiny_cfg, key)!r} in the checkpoint, {change[key]!r} now" in str(e.value)
+        assert str(path) in str(e.value) and "run_name" in str(e.value)
+    assert path.stat().st_mtime_ns == stamp
+    # settings that don't shape a baseline's weights (KD weights, evaluation, device) are fine
+    monkeypatch.setattr(engine, "train_one_epoch", lambda *a, **k: pytest.fail("retrained"))
+    engine.fit(tiny_cfg.replace(alpha=0.9, bootstrap_resamples=7, monitor_every=2), "baseline", progress=False)
+    # and an unfinished run can't be continued with another learning rate either
+    cut = tiny_cfg.replace(run_name="cut")
+    monkeypatch.undo()
+    engine.fit(cut, "response", progress=False, stop_after_epoch=1)
+    with pytest.raises(UserError, match="temperature: 4.0 in the checkpoint, 2.0 now"):
+        engine.fit(cut.replace(temperature=2.0), "response", progress=False)
