@@ -22,11 +22,13 @@ def response_kd_loss(student_logits, teacher_logits, target, temperature: float 
     Void pixels contribute neither loss nor gradient. Returns 0 when no pixel is valid.
     """
     T = float(temperature)
-    valid = target != ignore_index                                   # (N, H, W)
+    valid = (target != ignore_index).float()                         # (N, H, W)
     log_p_s = F.log_softmax(student_logits.float() / T, dim=1)       # (N, C, H, W)
-    log_p_t = F.log_softmax(teacher_logits.float() / T, dim=1)
-    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)            # (N, H, W)
-    kl = torch.where(valid, kl, torch.zeros_like(kl))                 # no gradient through void
+    with torch.no_grad():  # the teacher's side is a constant: its entropy term needs no graph
+        log_p_t = F.log_softmax(teacher_logits.float() / T, dim=1)
+        p_t = log_p_t.exp()
+        neg_entropy = (p_t * log_p_t).sum(dim=1)                     # (N, H, W)
+    kl = (neg_entropy - (p_t * log_p_s).sum(dim=1)) * valid           # KL per pixel; void -> 0, no grad
     return kl.sum() / valid.sum().clamp(min=1) * (T * T)
 
 

@@ -228,8 +228,9 @@ def train_one_epoch(student, teacher, adapter, dl, optimizer, scheduler, scaler,
         elif teacher is not None:
             with torch.inference_mode(), amp_ctx:
                 t_logits, t_feat = teacher.forward_features(images)
-            # clone leaves inference mode so the tensors can take part in the loss's backward
-            teacher_out = (t_logits.float().clone(), t_feat.float().clone())
+            # the hint loss saves the teacher map for backward, which an inference tensor can't be:
+            # clone it outside inference mode (the logits only enter under no_grad)
+            teacher_out = (t_logits.float(), t_feat.float().clone() if method == "feature" else None)
         with amp_ctx:
             student_out = student.forward_features(images)
             parts = distill_loss(method if method != "teacher" else "baseline", student_out, masks,

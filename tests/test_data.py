@@ -190,3 +190,20 @@ def test_split_statistics(demo_root):
     st = voc.split_statistics(voc.get_dataset(demo_root, "train"))
     assert st["pixel_counts"][0] > 0 and st["pixel_counts"][1:].sum() > 0
     assert len(st["objects_per_image"]) == 12 and st["objects_per_image"].min() >= 1
+
+
+def test_one_code_path_trains_and_evaluates_on_the_real_voc_format(voc_sample, tmp_path):
+    """The real VOC file (500x375) through the same training loop and full-resolution evaluation."""
+    from helpers import engine
+    from helpers.config import Config
+
+    cfg = Config(dataset="voc", data_root=str(voc_sample), checkpoints_dir=str(tmp_path), run_name="v",
+                 teacher_split="train", monitor_split="val", epochs=1, teacher_epochs=1, batch_size=1,
+                 crop_size=64, base_size=64, warmup_iters=1, device="cpu")
+    model, history = engine.fit(cfg, "response", progress=False)
+    assert history["epoch"] == [1] and len(history["kd"]) == 1
+    r = engine.evaluate(model, engine.dataset(cfg, "val"))
+    assert r["per_image_cm"].shape == (1, 21, 21)
+    # every non-void pixel of the 500x375 mask is counted once (full resolution, 255 ignored)
+    labels = voc.get_dataset(voc_sample, "val").load(0)[1]
+    assert r["per_image_cm"].sum() == (labels != 255).sum()

@@ -56,9 +56,10 @@ def count_epochs(monkeypatch) -> list:
     return trained
 
 
-@pytest.mark.parametrize("method", STUDENTS)
-def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_cfg, method, monkeypatch):
-    cfg = tiny_cfg.replace(epochs=3)
+@pytest.mark.parametrize("method, cached", [(m, False) for m in STUDENTS] + [("response", True)],
+                         ids=list(STUDENTS) + ["response-cached"])
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_cfg, method, cached, monkeypatch):
+    cfg = tiny_cfg.replace(epochs=3, teacher_cache=cached)
     full, _ = engine.fit(cfg.replace(run_name="full"), method, progress=False)
 
     cut = cfg.replace(run_name="cut")
@@ -206,3 +207,49 @@ def test_a_checkpoint_trained_with_other_settings_is_not_silently_reused(tiny_cf
     engine.fit(cut, "response", progress=False, stop_after_epoch=1)
     with pytest.raises(UserError, match="temperature: 4.0 in the checkpoint, 2.0 now"):
         engine.fit(cut.replace(temperature=2.0), "response", progress=False)
+
+
+def test_cached_teacher_logits_follow_the_augmentation(tiny_cfg):
+    """Response KD from cached logits: one teacher pass, then the cached map is scaled, cropped and
+    flipped with the image, so its argmax still lines up with the (augmented) ground truth."""
+    cfg = tiny_cfg.replace(teacher_cache=True, teacher_epochs=3, scale_min=0.5, scale_max=1.5)
+    teacher = engine.get_teacher(cfg, torch.device("cpu"), progress=False)
+    folder = engine.teacher_cache(cfg, teacher, torch.device("cpu"), progress=False)
+    assert json.loads((folder / "complete.json").read_text())["images"] == 12
+    plain = engine.dataset(cfg, cfg.train_split)
+    cached = engine.WithTeacherLogits(engine.dataset(cfg, cfg.train_split, train=True), folder)
+    x, _ = plain[0]
+    with torch.inference_mode():
+        online = teacher(x[None])[0].argmax(0)
+    stored = torch.from_numpy(__import__("numpy").load(folder / f"{plain.ids[0]}.npy")).float()
+    assert stored.shape[-2:] == (8, 8) and stored.dtype == torch.float32  # 32 / cache_stride 4
+    up = torch.nn.functional.interpolate(stored[None], size=x.shape[-2:], mode="bilinear")[0].argmax(0)
+    assert (up == online).float().mean() > 0.6  # pooled then upsampled: close to the online teacher
+    assert len(list(folder.glob("*.npy"))) == 12
+
+
+def test_cached_maps_are_augmented_with_the_image(demo_root, tmp_path):
+    """A 'cache' holding each mask as one-hot maps must come out of the random scale, crop and flip
+    still lined up with the augmented mask (a flip or crop applied to one and not the other fails)."""
+    import numpy as np
+
+    from helpers.transforms import train_transform
+    from helpers.voc import get_dataset
+
+    tf = train_transform(crop_size=28, base_size=32, scale=(0.6, 1.6))
+    ds = get_dataset(demo_root, "train", tf)
+    for i in range(len(ds)):
+        labels = ds.load(i)[1]
+        onehot = np.zeros((21, *labels.shape), np.float16)
+        for c in range(21):
+            onehot[c][labels == c] = 1
+        np.save(tmp_path / f"{ds.ids[i]}.npy", onehot)
+    cached = engine.WithTeacherLogits(ds, tmp_path)
+    for s in range(8):
+        torch.manual_seed(s)
+        img, mask, soft = cached[s % len(ds)]
+        torch.manual_seed(s)
+        img2, mask2 = ds[s % len(ds)]
+        assert torch.equal(img, img2) and torch.equal(mask, mask2)  # the cache changes no random draw
+        valid = (mask != 255) & (soft.sum(0) > 0.99)
+        assert (soft.argmax(0)[valid] == mask[valid]).float().mean() > 0.95

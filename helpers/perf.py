@@ -1,0 +1,412 @@
+"""Where the time goes: training throughput, KD overhead, data waiting and inference latency.
+
+`python -m helpers bench` calls `main`, which measures in ONE process and writes bench.json:
+
+1. Training steps on synthetic batches (random images, random masks with ~10 % void, so data
+   loading is excluded), each kind through `engine.train_one_epoch` itself:
+   - baseline:        CE only (no teacher);
+   - response:        the online teacher runs on every batch (`forward_features`, as in training);
+   - response_cached: the teacher's logits come with the batch, as `engine.WithTeacherLogits`
+                      provides them (a float (N, C, H, W) map at crop resolution);
+   - feature:         the online teacher's feature map + the student's adapter (hint or CWD);
+   plus the teacher's inference on the same batches (the teacher lines of `train_one_epoch`).
+   Warm-up first, then `rounds` rounds round-robin over the kinds (order reversed every other
+   round), `steps` steps per kind and round; a kind's step time is the median over rounds, so a
+   drift of the machine hits every kind alike. Derived:
+   kd_overhead[k] = step[k] / step[baseline];
+   efficiency[k]  = (step[baseline] + teacher forward per batch) / step[k] for response and
+   feature: 1.0 means KD costs the student step plus one teacher forward and nothing more.
+2. The share of a real training step spent waiting for data: a short baseline run over the
+   preset's training split through `engine.loader`, with `next()` on the loader timed inside the
+   loop, for each `num_workers` setting (the first step, which starts the workers, is excluded).
+3. Batch-1 inference latency of student and teacher at `image_size`: eager fp32 and the faster
+   paths of `bench.optimize_for_inference` (fused, jit; int8 for a compact (plain conv) student
+   on CPU, kept only if its agreement is at least `int8_min_agreement`), interleaved by
+   `bench.latency`, with GFLOPs and achieved GFLOP/s (the fp32 model's FLOPs / latency), and
+   `bench.argmax_agreement` of every faster path with eager fp32 on real validation images.
+4. On CUDA: the peak memory of each step kind (bf16/fp16 autocast when cfg.amp, as in training).
+
+Weights: a finished checkpoint of the preset's run (baseline student, teacher) is used when one
+exists, otherwise random initialisation (enough for throughput; nothing is downloaded).
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from . import bench, engine, voc
+from .config import Config
+from .distill import FeatureAdapter
+from .errors import UserError
+from .models import CompactSegNet, build_model
+
+STEP_KINDS = ("baseline", "response", "response_cached", "feature")
+_METHOD = {"baseline": "baseline", "response": "response", "response_cached": "response", "feature": "feature"}
+
+
+# --- configuration and models ---------------------------------------------------------------------
+
+def make_config(preset: str | None = "demo", overrides: dict | None = None, device: str = "cpu") -> Config:
+    """The preset's Config with `overrides` (e.g. data_root, checkpoints_dir) and `device` applied."""
+    from .runner import load_preset
+
+    values = load_preset(preset) if preset else {}
+    values.update(overrides or {})
+    values["device"] = device
+    return Config.from_dict(values)
+
+
+def _load_or_build(cfg: Config, method: str, arch: str) -> tuple[torch.nn.Module, str]:
+    """A finished checkpoint of `method` with this architecture if there is one, else a random init."""
+    path = engine.checkpoint_path(cfg, method)
+    if path.is_file():
+        try:
+            model, state = engine.load_model(path)
+            if state.get("complete") and state.get("arch") == arch:
+                return model, str(path)
+        except UserError:
+            pass
+    torch.manual_seed(cfg.seed)
+    return build_model(arch, voc.NUM_CLASSES).eval(), "random init"
+
+
+def _freeze(teacher: torch.nn.Module, cfg: Config) -> torch.nn.Module:
+    """What `engine.get_teacher` does to a teacher before training uses it."""
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    if cfg.channels_last:
+        teacher = teacher.to(memory_format=torch.channels_last)
+    return teacher.eval()
+
+
+class _Trainee:
+    """One step kind's student (own copy, same init), adapter, optimizer, scheduler and scaler, set
+    up as `engine.fit` does (constant learning rate: the schedule's cost is the same)."""
+
+    def __init__(self, kind: str, student: torch.nn.Module, teacher, cfg: Config, device: torch.device):
+        self.kind, self.method, self.cfg, self.device = kind, _METHOD[kind], cfg, device
+        self.teacher = teacher if kind in ("response", "feature") else None
+        self.student = copy.deepcopy(student).to(device)
+        if cfg.channels_last:
+            self.student = self.student.to(memory_format=torch.channels_last)
+        self.adapter = None
+        if kind == "feature":
+            torch.manual_seed(cfg.seed + 1)
+            self.adapter = FeatureAdapter(self.student.feature_channels, teacher.feature_channels).to(device)
+        params = list(self.student.parameters()) + (list(self.adapter.parameters()) if self.adapter else [])
+        if cfg.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: 1.0)
+        use_scaler = device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+
+    def run(self, batches) -> dict:
+        """`engine.train_one_epoch` over `batches` (any iterable of (images, masks[, cached]))."""
+        return engine.train_one_epoch(self.student, self.teacher, self.adapter, batches, self.optimizer,
+                                      self.scheduler, self.scaler, self.method, self.cfg, self.device, 0,
+                                      progress=False)
+
+
+def teacher_forward(teacher, batches, cfg: Config, device: torch.device) -> None:
+    """The teacher's part of a training step (the lines of `engine.train_one_epoch`), per batch."""
+    amp_ctx, _ = engine._autocast(device, cfg)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    for images, *_ in batches:
+        images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
+        with torch.inference_mode(), amp_ctx:
+            teacher.forward_features(images)
+
+
+# --- synthetic batches and interleaved timing -----------------------------------------------------
+
+def synthetic_batches(n: int, batch_size: int, image_size: int, num_classes: int = voc.NUM_CLASSES,
+                      void_fraction: float = 0.1, seed: int = 0, pin: bool = False) -> tuple[list, list]:
+    """`n` batches (images (B, 3, S, S) ~ N(0, 1), masks (B, S, S) int64 with ~void_fraction 255)
+    and the same batches with a third item, fake cached teacher logits (B, C, S, S) float32."""
+    g = torch.Generator().manual_seed(seed)
+    plain, cached = [], []
+    for _ in range(n):
+        images = torch.randn(batch_size, 3, image_size, image_size, generator=g)
+        masks = torch.randint(0, num_classes, (batch_size, image_size, image_size), generator=g)
+        masks[torch.rand(masks.shape, generator=g) < void_fraction] = voc.IGNORE_INDEX
+        logits = 2 * torch.randn(batch_size, num_classes, image_size, image_size, generator=g)
+        if pin:
+            images, masks, logits = images.pin_memory(), masks.pin_memory(), logits.pin_memory()
+        plain.append((images, masks))
+        cached.append((images, masks, logits))
+    return plain, cached
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(jobs: dict, rounds: int, device: torch.device, per_call: int = 1) -> tuple[dict, dict]:
+    """Time each zero-argument callable in `jobs` once per round, round-robin (order reversed every
+    other round). Returns ({name: [seconds per unit, one per round]}, {name: CUDA peak MB or None})."""
+    names, times = list(jobs), {k: [] for k in jobs}
+    peaks = {k: None for k in jobs}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            _sync(device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
+            jobs[name]()
+            _sync(device)
+            times[name].append((time.perf_counter() - t0) / per_call)
+            if device.type == "cuda":
+                mb = torch.cuda.max_memory_allocated(device) / 2**20
+                peaks[name] = max(peaks[name] or 0.0, mb)
+    return times, peaks
+
+
+def _stats_ms(seconds: list[float]) -> dict:
+    ms = [s * 1e3 for s in seconds]
+    return {"median": statistics.median(ms), "mean": statistics.fmean(ms),
+            "std": statistics.stdev(ms) if len(ms) > 1 else 0.0}
+
+
+def training_throughput(student, teacher, cfg: Config, device: torch.device, image_size: int,
+                        batch_size: int, rounds: int = 5, steps: int = 3, warmup: int = 2) -> dict:
+    """Step times of every kind and the teacher's inference, measured interleaved (see module doc)."""
+    plain, cached = synthetic_batches(max(steps, warmup), batch_size, image_size, pin=device.type == "cuda")
+    trainees = {k: _Trainee(k, student, teacher, cfg, device) for k in STEP_KINDS}
+
+    def job(kind, n):
+        data = cached[:n] if kind == "response_cached" else plain[:n]
+        if kind == "teacher":
+            return lambda: teacher_forward(teacher, data, cfg, device)
+        return lambda: trainees[kind].run(data)
+
+    kinds = STEP_KINDS + ("teacher",)
+    if warmup:
+        interleaved({k: job(k, warmup) for k in kinds}, 1, device, warmup)
+    times, peaks = interleaved({k: job(k, steps) for k in kinds}, rounds, device, steps)
+    return {"step_ms": {k: _stats_ms(v) for k, v in times.items()}, "peaks": peaks}
+
+
+# --- data waiting ---------------------------------------------------------------------------------
+
+def _timed(batches, marks: list):
+    """Yield from `batches`, appending (t before next(), t after next() or None at the end)."""
+    it = iter(batches)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            b = next(it)
+        except StopIteration:
+            marks.append((t0, None))
+            return
+        marks.append((t0, time.perf_counter()))
+        yield b
+
+
+def _epochs(ds, cfg: Config, batch_size: int):
+    for epoch in itertools.count():
+        yield from engine.loader(ds, cfg, True, epoch, batch_size=batch_size)
+
+
+def data_wait(student, cfg: Config, device: torch.device, batch_size: int, workers=(0, 1, 2),
+              steps: int = 8) -> dict:
+    """Per num_workers: `steps` baseline training steps on the real training split (`engine.loader`,
+    `engine.train_one_epoch`) after one start-up step (which starts the workers and is left out;
+    its wait is "first_batch_ms"), with the time spent in the loader's next() measured. Epochs
+    follow each other as in training (workers restart at each epoch: persistent_workers=False)."""
+    ds = engine.dataset(cfg, cfg.train_split, train=True)
+    bs = min(batch_size, len(ds))
+    out = {}
+    for nw in workers:
+        c = cfg.replace(num_workers=int(nw))
+        trainee = _Trainee("baseline", student, None, c, device)
+        marks: list = []
+        trainee.run(_timed(itertools.islice(_epochs(ds, c, bs), steps + 1), marks))
+        _sync(device)
+        wait = [b - a for a, b in marks[:-1]]
+        step = [marks[i + 1][0] - marks[i][0] for i in range(len(marks) - 1)]
+        out[f"workers={nw}"] = {
+            "share": sum(wait[1:]) / sum(step[1:]),
+            "wait_ms": 1e3 * statistics.fmean(wait[1:]), "step_ms": 1e3 * statistics.fmean(step[1:]),
+            "first_batch_ms": 1e3 * wait[0], "steps": len(step) - 1, "batch_size": bs,
+            "crop_size": cfg.crop_size, "batches_per_epoch": len(ds) // bs,
+        }
+    return out
+
+
+# --- inference ------------------------------------------------------------------------------------
+
+def _real_images(cfg: Config, split: str, n: int) -> list[torch.Tensor]:
+    ds = engine.dataset(cfg, split)  # eval transform: full resolution, normalised
+    return [ds[i][0][None] for i in range(min(n, len(ds)))]
+
+
+def inference(student, teacher, cfg: Config, device: torch.device, image_size: int, threads: int,
+              rounds: int = 3, min_run_time: float = 0.2, images: int = 4, int8: bool = True,
+              int8_min_agreement: float = 0.98) -> dict:
+    """Batch-1 latency of every inference path, GFLOPs, GFLOP/s and argmax agreement with eager."""
+    size = (1, 3, image_size, image_size)
+    val = _real_images(cfg, cfg.eval_split, images)
+    models, agreement, notes, flops = {}, {}, [], {}
+    for role, net in (("student", student), ("teacher", teacher)):
+        net = net.to(device).eval()
+        flops[role] = bench.gflops(net, size)
+        eager = bench.optimize_for_inference(net, "eager", size)
+        models[f"{role}/eager"] = eager
+        paths = ["fused", "jit"]
+        if role == "student" and int8:
+            if device.type != "cpu":
+                notes.append("int8 skipped: CPU only")
+            elif not isinstance(net, CompactSegNet):
+                notes.append(f"int8 skipped: {cfg.student_arch} is not a plain conv net")
+            else:
+                paths.append("int8")
+        for path in paths:
+            calib = _real_images(cfg, cfg.train_split, 8) if path == "int8" else None
+            try:
+                fast = bench.optimize_for_inference(net, path, size, calibration=calib)
+            except UserError as e:
+                notes.append(f"{role}/{path} skipped: {e}")
+                continue
+            name = f"{role}/{path}"
+            agreement[name] = bench.argmax_agreement(eager, fast, val)
+            if path == "int8" and agreement[name] < int8_min_agreement:
+                notes.append(f"{name}: agreement {agreement[name]:.4f} < {int8_min_agreement}, not timed")
+                continue
+            models[name] = fast
+    lat = bench.latency(models, size, device=str(device), rounds=rounds, min_run_time=min_run_time,
+                        threads=threads)
+    latency_ms = {k: {"mean": v["mean_ms"], "std": v["std_ms"]} for k, v in lat.items()}
+    per_s = {k: flops[k.split("/")[0]] / (v["mean"] / 1e3) for k, v in latency_ms.items()}
+    return {"latency_ms": latency_ms, "gflops": flops, "gflop_per_s": per_s, "argmax_agreement": agreement,
+            "agreement_images": len(val), "notes": notes}
+
+
+# --- the whole bench ------------------------------------------------------------------------------
+
+def main(device: str = "cpu", image_size: int = 64, batch_size: int = 16, out="reports/bench.json",
+         preset: str | None = "demo", overrides: dict | None = None, *, rounds: int = 6, steps: int = 4,
+         warmup: int = 2, data_steps: int = 10, workers=(0, 1, 2), latency_rounds: int = 3,
+         latency_min_time: float = 0.2, agreement_images: int = 4, int8: bool = True,
+         int8_min_agreement: float = 0.98, threads: int | None = None, verbose: bool = True) -> dict:
+    """Run the bench (see the module docstring), write `out` (JSON) and print a table.
+
+    `overrides` are Config values applied over the preset (tests pass data_root, checkpoints_dir).
+    The defaults take about a minute on 2 idle cores with the demo preset at 64 x 64, batch 16;
+    raise `rounds`, `steps` and `latency_min_time` for steadier numbers. Returns the written dict.
+    """
+    if image_size < 8 or batch_size < 1 or rounds < 1 or steps < 1 or data_steps < 1:
+        raise UserError(f"bench: need image_size >= 8, batch_size >= 1, rounds >= 1, steps >= 1, "
+                        f"data_steps >= 1 (got {image_size}, {batch_size}, {rounds}, {steps}, {data_steps}).")
+    cfg = make_config(preset, overrides, device)
+    dev = engine.resolve_device(cfg.device)
+    threads = int(threads or torch.get_num_threads())
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    t_start = time.perf_counter()
+    try:
+        engine.prepare_data(cfg, progress=verbose)
+        student, student_src = _load_or_build(cfg, "baseline", cfg.student_arch)
+        teacher, teacher_src = _load_or_build(cfg, "teacher", cfg.teacher_arch)
+        train_teacher = _freeze(copy.deepcopy(teacher).to(dev), cfg)
+        _log(verbose, f"bench: {cfg.student_arch} student, {cfg.teacher_arch} teacher, {dev}, {threads} threads")
+
+        _log(verbose, "bench: training steps (synthetic batches, interleaved) ...")
+        train = training_throughput(student, train_teacher, cfg, dev, image_size, batch_size, rounds, steps, warmup)
+        _log(verbose, "bench: data loading ...")
+        data = data_wait(student, cfg, dev, batch_size, workers, data_steps)
+        del train_teacher
+        _log(verbose, "bench: inference paths ...")
+        inf = inference(student, teacher, cfg, dev, image_size, threads, latency_rounds, latency_min_time,
+                        agreement_images, int8, int8_min_agreement)
+    finally:
+        torch.set_num_threads(old_threads)
+
+    step = {k: v["median"] / 1e3 for k, v in train["step_ms"].items()}  # seconds per batch
+    _, amp_dtype = engine._autocast(dev, cfg)
+    result = {
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "image_size": image_size, "batch_size": batch_size, "threads": threads,
+        "preset": preset, "torch": torch.__version__,
+        "models": {"student": cfg.student_arch, "teacher": cfg.teacher_arch},
+        "weights": {"student": student_src, "teacher": teacher_src},
+        "train_dtype": str(amp_dtype).replace("torch.", ""),
+        "rounds": rounds, "steps_per_round": steps,
+        "step_ms": train["step_ms"],
+        "train_images_per_s": {k: batch_size / step[k] for k in STEP_KINDS},
+        "teacher_images_per_s": batch_size / step["teacher"],
+        "kd_overhead": {k: step[k] / step["baseline"] for k in STEP_KINDS if k != "baseline"},
+        "efficiency": {k: (step["baseline"] + step["teacher"]) / step[k] for k in ("response", "feature")},
+        "data_wait_share": {k: v["share"] for k, v in data.items()},
+        "data_wait": data,
+        **{k: inf[k] for k in ("latency_ms", "gflops", "gflop_per_s", "argmax_agreement", "agreement_images")},
+        "cuda_peak_mem_mb": ({k: v for k, v in train["peaks"].items()} if dev.type == "cuda" else None),
+        "notes": inf["notes"] + _data_notes(data, data_steps),
+        "seconds": time.perf_counter() - t_start,
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    if verbose:
+        print(format_table(result))
+        print(f"\nwritten to {out}")
+    return result
+
+
+def _data_notes(data: dict, steps: int) -> list[str]:
+    per_epoch = next(iter(data.values()))["batches_per_epoch"] if data else steps + 1
+    if per_epoch > steps:
+        return []
+    return [f"the training split holds {per_epoch} batch(es) per epoch: the data-wait steps cross "
+            "epochs, and workers restart at each (persistent_workers=False), so wait shares with "
+            "workers are pessimistic here"]
+
+
+def _log(verbose: bool, msg: str) -> None:
+    if verbose:
+        print(msg, flush=True)
+
+
+def format_table(r: dict) -> str:
+    """A plain-text summary of a bench result."""
+    f = lambda x: "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.3g}"  # noqa: E731
+    lines = [f"{r['models']['student']} student / {r['models']['teacher']} teacher on {r['device_name']}, "
+             f"{r['threads']} threads, torch {r['torch']}, training in {r['train_dtype']}",
+             f"\ntraining step, batch {r['batch_size']} x {r['image_size']}x{r['image_size']} "
+             f"(synthetic, median of {r['rounds']} interleaved rounds)",
+             f"{'kind':<17}{'ms/step':>10}{'±std':>8}{'img/s':>9}{'x baseline':>12}{'efficiency':>12}"
+             + (f"{'peak MB':>10}" if r["cuda_peak_mem_mb"] else "")]
+    for k in STEP_KINDS + ("teacher",):
+        s = r["step_ms"][k]
+        ips = r["teacher_images_per_s"] if k == "teacher" else r["train_images_per_s"][k]
+        ovh = 1.0 if k == "baseline" else r["kd_overhead"].get(k)
+        name = "teacher forward" if k == "teacher" else k
+        line = (f"{name:<17}{s['median']:>10.1f}{s['std']:>8.1f}{ips:>9.0f}{f(ovh) if ovh else '-':>12}"
+                f"{f(r['efficiency'].get(k)):>12}")
+        if r["cuda_peak_mem_mb"]:
+            line += f"{r['cuda_peak_mem_mb'][k]:>10.0f}"
+        lines.append(line)
+    lines.append("efficiency = (baseline step + teacher forward) / KD step (goal >= 0.9)")
+    lines.append("\nwaiting for data (real training split, engine.loader, baseline steps)")
+    lines.append(f"{'setting':<12}{'wait share':>11}{'wait ms':>9}{'step ms':>9}{'1st batch ms':>14}")
+    for k, v in r["data_wait"].items():
+        lines.append(f"{k:<12}{v['share']:>11.1%}{v['wait_ms']:>9.1f}{v['step_ms']:>9.1f}{v['first_batch_ms']:>14.0f}")
+    lines.append(f"\ninference, batch 1 x {r['image_size']}x{r['image_size']} "
+                 f"(GFLOPs: student {r['gflops']['student']:.3g}, teacher {r['gflops']['teacher']:.3g})")
+    lines.append(f"{'model/path':<17}{'ms':>9}{'±std':>8}{'GFLOP/s':>10}{'agreement':>11}")
+    for k, v in r["latency_ms"].items():
+        agr = r["argmax_agreement"].get(k)
+        lines.append(f"{k:<17}{v['mean']:>9.2f}{v['std']:>8.2f}{r['gflop_per_s'][k]:>10.1f}"
+                     f"{'ref' if agr is None else f'{agr:.4f}':>11}")
+    lines += [f"note: {n}" for n in r["notes"]]
+    return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""The performance bench (`python -m helpers bench`): one tiny run writes a complete, well-formed
+bench.json whose faster inference paths compute what eager fp32 computes. Timings are not
+asserted (they depend on the machine); only that they are measured and finite."""
+import inspect
+import json
+import math
+
+import pytest
+import torch
+
+from helpers import __main__ as cli
+from helpers import checkpoint, engine, perf
+from helpers.models import build_model
+
+pytestmark = pytest.mark.slow
+
+KINDS = ("baseline", "response", "response_cached", "feature")
+
+
+def positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def bench(demo_root, tmp_path_factory):
+    """One tiny bench on the smoke preset, data and checkpoints redirected to tmp folders."""
+    tmp = tmp_path_factory.mktemp("bench")
+    overrides = {"data_root": str(demo_root), "demo_size": 32, "crop_size": 32, "base_size": 32,
+                 "checkpoints_dir": str(tmp / "ckpt")}
+    # a "trained" student with non-trivial BatchNorm statistics, so Conv+BN folding has work to do
+    cfg = perf.make_config("smoke", overrides)
+    torch.manual_seed(3)
+    student = build_model(cfg.student_arch)
+    with torch.no_grad():
+        for m in student.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    ckpt = engine.checkpoint_path(cfg, "baseline")
+    checkpoint.save({"arch": cfg.student_arch, "num_classes": 21, "model": student.state_dict(),
+                     "complete": True}, ckpt)
+    out = tmp / "reports" / "bench.json"
+    result = perf.main("cpu", image_size=32, batch_size=4, out=out, preset="smoke", overrides=overrides,
+                       rounds=2, steps=1, warmup=1, data_steps=3, workers=(0, 1), latency_rounds=2,
+                       latency_min_time=0.01, agreement_images=3, threads=1, verbose=False)
+    return result, out, ckpt
+
+
+def test_bench_writes_a_complete_bench_json(bench):
+    result, out, ckpt = bench
+    written = json.loads(out.read_text())
+    assert written == json.loads(json.dumps(result))  # what main returns is what it wrote
+    r = written
+    assert (r["device"], r["image_size"], r["batch_size"], r["threads"]) == ("cpu", 32, 4, 1)
+    assert r["torch"] == torch.__version__
+    assert r["models"] == {"student": "compact_s", "teacher": "compact_l"}
+    assert r["weights"]["student"] == str(ckpt)           # the run's finished student was used
+    assert r["weights"]["teacher"] == "random init"       # no teacher trained: nothing downloaded
+    assert set(r["train_images_per_s"]) == set(KINDS)
+    assert all(positive(v) for v in r["train_images_per_s"].values())
+    assert positive(r["teacher_images_per_s"])
+    assert set(r["kd_overhead"]) == {"response", "response_cached", "feature"}
+    assert all(positive(v) for v in r["kd_overhead"].values())
+    assert set(r["efficiency"]) == {"response", "feature"}
+    assert all(positive(v) for v in r["efficiency"].values())
+    assert set(r["data_wait_share"]) == {"workers=0", "workers=1"}
+    assert all(0 < v < 1 for v in r["data_wait_share"].values())
+    assert r["data_wait"]["workers=0"]["steps"] == 3      # after one start-up step, left out
+    for name in ("student/eager", "student/fused", "student/jit", "teacher/eager", "teacher/fused",
+                 "teacher/jit"):
+        assert positive(r["latency_ms"][name]["mean"]), name
+        assert math.isfinite(r["latency_ms"][name]["std"]), name
+    assert set(r["gflop_per_s"]) == set(r["latency_ms"])
+    assert all(positive(v) for v in r["gflop_per_s"].values())
+    assert positive(r["gflops"]["student"]) and r["gflops"]["teacher"] > r["gflops"]["student"]
+    assert "student/int8" in r["argmax_agreement"]        # compact student on CPU: int8 is tried
+    assert r["cuda_peak_mem_mb"] is None
+    table = perf.format_table(r)  # what the CLI prints
+    assert all(k in table for k in KINDS + ("workers=1", "student/jit", "teacher/eager"))
+
+
+def test_compiled_paths_agree_with_eager_on_real_images(bench):
+    agreement = bench[0]["argmax_agreement"]
+    for name in ("student/fused", "student/jit", "teacher/fused", "teacher/jit"):
+        assert agreement[name] >= 0.999, (name, agreement[name])
+    assert bench[0]["agreement_images"] == 3
+
+
+def test_synthetic_batches_have_void_and_cached_logits():
+    plain, cached = perf.synthetic_batches(2, batch_size=3, image_size=16, seed=1)
+    images, masks = plain[0]
+    assert images.shape == (3, 3, 16, 16) and masks.shape == (3, 16, 16) and masks.dtype == torch.int64
+    valid = masks[masks != 255]
+    assert (masks == 255).any() and valid.min() >= 0 and valid.max() <= 20
+    assert cached[0][0] is images and cached[0][2].shape == (3, 21, 16, 16)
+
+
+def test_cli_bench_arguments_reach_perf_main(monkeypatch, tmp_path):
+    seen = {}
+    real = inspect.signature(perf.main)
+    monkeypatch.setattr(perf, "main", lambda **kw: seen.update(kw))
+    cli.main(["bench", "--device", "cpu", "--image-size", "48", "--batch-size", "8", "--preset", "smoke",
+              "--out", str(tmp_path / "b.json")])
+    real.bind(**seen)  # every argument the CLI passes is one main accepts
+    assert (seen["image_size"], seen["batch_size"], seen["preset"]) == (48, 8, "smoke")
+    assert str(seen["out"]) == str(tmp_path / "b.json")
