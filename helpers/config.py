@@ -44,10 +44,10 @@ class Config:
     student_pretrained_backbone: bool = False  # ImageNet backbone weights for torchvision students
     teacher_arch: str = "compact_l"
     teacher_weights: str = "scratch"      # "scratch", "torchvision" or a checkpoint path
-    teacher_epochs: int = 30              # epochs to train (scratch) or fine-tune (torchvision; 0 = none)
+    teacher_epochs: int = 5               # epochs to train (scratch) or fine-tune (torchvision; 0 = none)
     teacher_lr: float = 0.004             # learning rate for the teacher's training
     # training (the same for all three students)
-    epochs: int = 60                      # passes over train_split
+    epochs: int = 30                      # passes over train_split
     batch_size: int = 32
     optimizer: str = "adamw"              # "adamw" or "sgd" (momentum 0.9)
     lr: float = 0.004                     # peak learning rate (poly decay, power 0.9, after warm-up)

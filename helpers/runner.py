@@ -152,7 +152,7 @@ def parameters_markdown(declared: dict) -> str:
     rows = ["| Name | Default | Type | Used by | Meaning |", "|---|---|---|---|---|"]
     for name, p in declared.items():
         default = f'"{p["default"]}"' if p["type"] == "str" else repr(p["default"])
-        used = "all" if len(p["notebooks"]) == len(NOTEBOOKS) else ", ".join(n[:2] for n in p["notebooks"])
+        used = "all" if len(p["notebooks"]) == len(NOTEBOOKS) else ", ".join(n.split("_")[0] for n in p["notebooks"])
         rows.append(f"| `{name}` | `{cell(default)}` | {p['type']} | {used} | {cell(p['help'])} |")
     return "\n".join(rows) + "\n"
 

@@ -38,3 +38,28 @@ def tiny_cfg(demo_root, tmp_path):
                   data_root=str(demo_root), demo_size=32, demo_scale=TINY_SCALE, crop_size=32, base_size=32, epochs=2, teacher_epochs=1,
                   batch_size=4, warmup_iters=1, monitor_every=1, device="cpu",
                   bootstrap_resamples=100, latency_size=32, latency_min_time=0.01)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny nets and tensors: one thread is faster on a busy 2-core machine and reproducible."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def count_epochs(monkeypatch) -> list:
+    """Record the (0-based) epochs that engine.fit actually trains from now on."""
+    from helpers import engine
+
+    trained, real = [], engine.train_one_epoch
+
+    def counted(*a, **k):
+        trained.append(a[10] if len(a) > 10 else k["epoch"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine, "train_one_epoch", counted)
+    return trained

@@ -14,15 +14,6 @@ from helpers.models import build_model
 VOID = 255
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster and keeps CPU results reproducible."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def logits_and_target(seed=0, n=2, c=5, h=3, w=4, void_frac=0.3):
     g = torch.Generator().manual_seed(seed)
     s = torch.randn(n, c, h, w, generator=g) * 2

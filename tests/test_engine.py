@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from conftest import count_epochs
 from helpers import engine
 from helpers.config import Config
 from helpers.errors import UserError
@@ -14,15 +15,6 @@ from helpers.models import build_model
 pytestmark = pytest.mark.slow
 STUDENTS = ("baseline", "response", "feature")
 KD_PART = {"baseline": None, "response": "kd", "feature": "feat"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets: one thread is faster on a busy machine and gives one reproducible CPU result."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def assert_same_state(a: dict, b: dict, what="state"):
@@ -42,18 +34,6 @@ def test_a_student_overfits_a_handful_of_training_images(tiny_cfg):
     assert trained > 0.5, f"train-split mIoU {trained:.3f} after 80 epochs"  # 0.73 when written
     assert history["loss"][-1] < 0.3 * history["loss"][0]
     assert history["monitor_miou"] == [] and history["monitor_epoch"] == []  # monitor_split="" = none
-
-
-def count_epochs(monkeypatch) -> list:
-    """Record the (0-based) epochs that engine.fit actually trains from now on."""
-    trained, real = [], engine.train_one_epoch
-
-    def counted(*a, **k):
-        trained.append(a[10] if len(a) > 10 else k["epoch"])
-        return real(*a, **k)
-
-    monkeypatch.setattr(engine, "train_one_epoch", counted)
-    return trained
 
 
 @pytest.mark.parametrize("method, cached", [(m, False) for m in STUDENTS] + [("response", True)],

@@ -15,20 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import count_epochs
 from helpers import checkpoint, engine
 from helpers.errors import UserError
 from helpers.models import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 UNPICKLED = []  # filled if loading a checkpoint ever ran code from it
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _record_unpickling(*args):
@@ -41,18 +34,6 @@ class Payload:
 
     def __reduce__(self):
         return _record_unpickling, ("payload ran",)
-
-
-def count_epochs(monkeypatch) -> list:
-    """Record the (0-based) epochs that engine.fit actually trains from now on."""
-    trained, real = [], engine.train_one_epoch
-
-    def counted(*a, **k):
-        trained.append(a[10] if len(a) > 10 else k["epoch"])
-        return real(*a, **k)
-
-    monkeypatch.setattr(engine, "train_one_epoch", counted)
-    return trained
 
 
 def same_weights(a: dict, b: dict) -> bool:
