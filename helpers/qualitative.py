@@ -84,11 +84,11 @@ def pick_progression(evals: dict, n_success=2, n_failure=1) -> list[tuple[int, s
     best, worst = rank_cases(mean, n_success, n_failure)
     gain = np.fmax(s["response"], s["feature"]) - s["baseline"]
     loss = np.fmin(s["response"], s["feature"]) - s["baseline"]
-    picks = [(i, "success") for i in best] + [(i, "failure") for i in worst]
-    for i, why in ((int(np.nanargmax(gain)), "KD gained most"), (int(np.nanargmin(loss)), "KD lost most")):
-        if i not in [p for p, _ in picks]:
-            picks.append((i, why))
-    return picks
+    reasons = {}  # image index -> why it was picked (one row per image, reasons joined)
+    for i, why in ([(i, "success") for i in best] + [(i, "failure") for i in worst]
+                   + [(int(np.nanargmax(gain)), "KD gained most"), (int(np.nanargmin(loss)), "KD lost most")]):
+        reasons.setdefault(i, []).append(why)
+    return [(i, " · ".join(r)) for i, r in reasons.items()]
 
 
 def progression_figure(models: dict, ds, evals: dict, picks, device="cpu"):

@@ -170,6 +170,19 @@ def readme_with_parameters(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- running
+def _local_kernel_manager():
+    from jupyter_client.manager import KernelManager
+
+    class LocalKernelManager(KernelManager):
+        """Talks to the kernel over local sockets (ipc), not TCP: nothing listens on the network."""
+
+        def __init__(self, **kw):
+            kw.setdefault("transport", "ipc")
+            super().__init__(**kw)
+
+    return LocalKernelManager
+
+
 def _failure_message(name: str, err, kept: Path) -> str:
     first_line = next((line for line in (err.source or "").splitlines() if line.strip()), "")
     return (f"Notebook {name} failed in cell In [{err.exec_count}] (cell index {err.cell_index} of the "
@@ -191,8 +204,10 @@ def run(preset="demo", out_dir=None, overrides=None, force=False, notebooks=NOTE
 
     params = {**(load_preset(preset) if preset else {}), **(overrides or {})}
     declared = all_parameters(notebooks_dir, notebooks)
-    default_name = Path(out_dir).name if out_dir else Path(str(preset or "run")).stem
-    run_name = str(params.get("run_name") or default_name)
+    if out_dir is not None and "run_name" not in (overrides or {}):
+        run_name = Path(out_dir).name  # --out names the run (over the preset's run_name)
+    else:
+        run_name = str(params.get("run_name") or Path(str(preset or "run")).stem)
     out_dir = Path(out_dir).resolve() if out_dir else PROJECT_ROOT / "reports" / run_name
     if "run_name" in declared:
         params["run_name"] = run_name
@@ -216,7 +231,8 @@ def run(preset="demo", out_dir=None, overrides=None, force=False, notebooks=NOTE
         try:
             papermill.execute_notebook(str(Path(notebooks_dir) / f"{name}.ipynb"), str(target),
                                        parameters=mine, kernel_name="python3", cwd=str(PROJECT_ROOT),
-                                       progress_bar=False, request_save_on_cell_execute=True)
+                                       progress_bar=False, request_save_on_cell_execute=True,
+                                       kernel_manager_class=_local_kernel_manager())
         except papermill.PapermillExecutionError as err:
             log(f"failed after {time.perf_counter() - start:.1f} s")
             raise UserError(_failure_message(name, err, target)) from None
@@ -229,7 +245,9 @@ def run(preset="demo", out_dir=None, overrides=None, force=False, notebooks=NOTE
     if report:
         from . import report as rep
 
-        html = rep.build_report(out_dir, executed, params=params, env=rep.environment_info())
+        effective = {name: p["default"] for name, p in declared.items()}  # notebook defaults ...
+        effective.update(params)  # ... with the preset and the command line on top
+        html = rep.build_report(out_dir, executed, params=effective, env=rep.environment_info())
         log(f"Report: {html}")
         pdf = rep.export_pdf(html)
         log(f"PDF:    {pdf}" if pdf else "PDF:    not written (no Chromium found); the HTML has everything.")

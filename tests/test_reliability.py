@@ -256,3 +256,22 @@ def test_a_checkpoint_is_readable_like_any_other_file_of_the_run(tiny_cfg):
     path = engine.checkpoint_path(tiny_cfg, "baseline")
     json_mode = path.with_name("baseline_history.json").stat().st_mode & 0o777  # plain open(): umask
     assert path.stat().st_mode & 0o777 == json_mode  # not mkstemp's owner-only 0o600
+
+
+def test_offline_torchvision_weights_say_where_to_put_the_file(monkeypatch):
+    """teacher_weights="torchvision" without internet: the message names the URL and the target path."""
+    import urllib.error
+
+    import torchvision.models._api as api
+
+    from helpers.models import build_model
+
+    def offline(url, *a, **k):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    with pytest.raises(UserError) as e:
+        build_model("lraspp_mobilenet_v3_large", pretrained_backbone=True)
+    msg = str(e.value)
+    assert "mobilenet_v3_large-" in msg and "hub" in msg and "checkpoints" in msg
+    assert "student_pretrained_backbone=False" in msg
