@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import io
 import html
 import json
 import logging
@@ -243,10 +244,10 @@ def _jsonable(obj):
 
 
 def _write_atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Temporary file + os.replace; a full disk raises a UserError and keeps the previous file."""
+    from .checkpoint import write_text_atomic
+
+    return write_text_atomic(path, text)
 
 
 def write_table_files(results: dict, out_dir) -> dict[str, Path]:
@@ -266,12 +267,11 @@ def write_table_files(results: dict, out_dir) -> dict[str, Path]:
     _write_atomic(paths["txt"], table_text(results))
     _write_atomic(paths["md"], table_markdown(results))
     fields, recs = _csv_rows(results)
-    tmp = paths["csv"].with_name(paths["csv"].name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(recs)
-    os.replace(tmp, paths["csv"])
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(recs)
+    _write_atomic(paths["csv"], buf.getvalue())
     _write_atomic(paths["json"], json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n")
     return paths
 

@@ -275,3 +275,54 @@ def test_offline_torchvision_weights_say_where_to_put_the_file(monkeypatch):
     msg = str(e.value)
     assert "mobilenet_v3_large-" in msg and "hub" in msg and "checkpoints" in msg
     assert "student_pretrained_backbone=False" in msg
+
+
+def test_cuda_out_of_memory_suggests_a_smaller_batch_and_keeps_the_last_epoch(tiny_cfg, monkeypatch):
+    real = engine.train_one_epoch
+
+    def oom_in_epoch_2(*a, **k):
+        if (a[10] if len(a) > 10 else k["epoch"]) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine, "train_one_epoch", oom_in_epoch_2)
+    with pytest.raises(UserError, match=r"ran out of memory .* batch_size=4 .* smaller batch_size \(e\.g\. 2\)"):
+        engine.fit(tiny_cfg, "baseline", progress=False)
+    assert checkpoint.load(engine.checkpoint_path(tiny_cfg, "baseline"))["epoch"] == 1
+
+
+def test_a_full_disk_while_writing_the_report_keeps_the_previous_table(tmp_path, monkeypatch):
+    from helpers import report
+
+    rows = [{"method": m, "label": m, "miou": 0.5, "miou_std": None, "n_seeds": 1, "pixel_acc": 0.9,
+             "iou_per_class": {}, "params": 10, "params_str": "10", "gflops": 0.1, "latency_ms": 1.0,
+             "latency_std_ms": 0.1, "arch": "a", "diff_vs_baseline": None}
+            for m in ("baseline", "response", "feature", "teacher")]
+    results = {"rows": rows, "latency": {"device": "cpu", "threads": 1, "dtype": "float32",
+                                         "input_size": [1, 3, 8, 8], "path": "eager"}, "protocol": "p", "run": "r"}
+    paths = report.write_table_files(results, tmp_path)
+    before = {p: p.read_bytes() for p in paths.values()}
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", full)
+    rows[0]["miou"] = 0.6
+    with pytest.raises(UserError, match="No space left on the device while writing .*kd_comparison_results"):
+        report.write_table_files(results, tmp_path)
+    assert {p: p.read_bytes() for p in paths.values()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "epoch", "3"], "Unknown parameter(s): epoch"),
+    (["-p", "epochs", "three"], "Parameter 'epochs' must be int, got 'three'"),
+    (["-p", "feature_loss", "mse"], "Parameter 'feature_loss' is 'mse'; choose one of"),
+])
+def test_train_refuses_bad_parameters_in_one_paragraph(tmp_path, args, message):
+    res = subprocess.run([sys.executable, "-m", "helpers", "train", "--method", "baseline",
+                          "-p", "checkpoints_dir", str(tmp_path), *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert message in res.stderr and "Traceback" not in res.stderr and "--debug" in res.stderr
+    assert not any(tmp_path.iterdir())
