@@ -207,3 +207,33 @@ def test_one_code_path_trains_and_evaluates_on_the_real_voc_format(voc_sample, t
     # every non-void pixel of the 500x375 mask is counted once (full resolution, 255 ignored)
     labels = voc.get_dataset(voc_sample, "val").load(0)[1]
     assert r["per_image_cm"].sum() == (labels != 255).sum()
+
+
+def test_train_aug_is_voc_train_plus_sbd_minus_voc_val(demo_root, tmp_path):
+    """train_aug = VOC train + SBD (its train and val lists) without any VOC val image or duplicate."""
+    import shutil
+
+    from scipy.io import savemat
+
+    sbd = tmp_path / "SBD"
+    (sbd / "img").mkdir(parents=True)
+    (sbd / "cls").mkdir()
+    base = demo_root / "VOCdevkit" / "VOC2012"
+    new_ids = {"train": ["sbd_00001", "train_00000"], "val": ["val_00000", "sbd_00002"]}
+    for split, ids in new_ids.items():
+        (sbd / f"{split}.txt").write_text("\n".join(ids) + "\n")
+        for i in ids:
+            src = "train_00001" if i.startswith("sbd") else i
+            shutil.copy(base / "JPEGImages" / f"{src}.jpg", sbd / "img" / f"{i}.jpg")
+            labels = np.array(Image.open(base / "SegmentationClass" / f"{src}.png"))
+            savemat(sbd / "cls" / f"{i}.mat", {"GTcls": {"Segmentation": labels}})
+    ds = voc.get_dataset(demo_root, "train_aug", sbd_root=sbd)
+    voc_train = voc.get_dataset(demo_root, "train").ids
+    assert ds.ids == voc_train + ["sbd_00001", "sbd_00002"]  # val_00000 (VOC val) and the duplicate left out
+    img, labels = ds.load(len(ds) - 1)  # an SBD .mat mask, read as class indices
+    np.testing.assert_array_equal(labels, np.array(Image.open(base / "SegmentationClass" / "train_00001.png")))
+
+
+def test_train_aug_without_sbd_says_how_to_get_it(demo_root, tmp_path):
+    with pytest.raises(UserError, match="SBD not found .*train_split='train'"):
+        voc.get_dataset(demo_root, "train_aug", sbd_root=tmp_path / "nope")
