@@ -292,7 +292,8 @@ def training_curves(histories: dict[str, dict], parts=tuple(LOSS_STYLES), log_lo
     """Loss parts (one colour per method, one line style per part) and monitor mIoU per epoch.
 
     histories: {method: {"epoch": [...], "loss": [...], "ce": [...], "kd"/"feat": [...] (optional),
-    "monitor_miou": [...]}}; missing or empty parts are skipped, None plots as a gap.
+    "monitor_epoch": [...], "monitor_miou": [...]}}; monitor values are drawn at their monitor_epoch;
+    missing or empty parts are skipped, None plots as a gap.
     """
     fig = _new_figure((12, 4.2))
     ax_loss, ax_miou = fig.subplots(1, 2)
@@ -310,7 +311,7 @@ def training_curves(histories: dict[str, dict], parts=tuple(LOSS_STYLES), log_lo
             used_parts.append(part)
         miou = _series(hist, "monitor_miou")
         if miou:
-            epochs = _series(hist, "epoch") or list(range(1, len(miou) + 1))
+            epochs = _series(hist, "monitor_epoch") or list(range(1, len(miou) + 1))  # evaluated epochs
             ax_miou.plot(epochs[:len(miou)], miou, color=color, marker="o",
                          markersize=3, label=method)
     method_handles = [Line2D([], [], color=colors[i % 10], label=m) for i, m in enumerate(histories)]

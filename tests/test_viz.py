@@ -134,3 +134,11 @@ def test_every_plot_returns_a_figure_and_saves_a_png(tmp_path):
         path = viz.save_figure(fig, tmp_path / "nested" / f"{name}.png")
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000, name
+
+
+def test_training_curves_draw_monitor_values_at_their_epochs():
+    hist = {"epoch": list(range(1, 11)), "loss": [1.0] * 10, "ce": [1.0] * 10,
+            "monitor_epoch": [5, 10], "monitor_miou": [0.2, 0.4]}
+    fig = viz.training_curves({"baseline": hist})
+    line = fig.axes[1].get_lines()[0]
+    assert list(line.get_xdata()) == [5, 10] and list(line.get_ydata()) == [0.2, 0.4]
