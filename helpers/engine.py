@@ -138,11 +138,16 @@ def get_teacher(cfg: Config, device, progress: bool = True) -> torch.nn.Module:
         if not (path.is_file() and checkpoint.load(path).get("complete")):
             fit(cfg, "teacher", progress=progress)
         model, _ = load_model(path, device)
-    for p in model.parameters():
+    return freeze(model, cfg)
+
+
+def freeze(teacher: torch.nn.Module, cfg: Config) -> torch.nn.Module:
+    """The teacher as training uses it: no gradients, eval mode, channels_last if asked."""
+    for p in teacher.parameters():
         p.requires_grad_(False)
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model.eval()
+        teacher = teacher.to(memory_format=torch.channels_last)
+    return teacher.eval()
 
 
 # --- cached teacher outputs (response KD) --------------------------------------------------------
@@ -199,7 +204,20 @@ def _poly(total: int, warmup: int):
     return f
 
 
-def _autocast(device, cfg):
+def make_optimizer(params, cfg: Config, lr: float) -> torch.optim.Optimizer:
+    """AdamW, or SGD with momentum 0.9 (cfg.optimizer), with cfg.weight_decay."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+
+
+def make_scaler(device, cfg: Config) -> torch.amp.GradScaler:
+    """A gradient scaler, enabled only for fp16 autocast on CUDA (bf16 needs none)."""
+    use = device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
+    return torch.amp.GradScaler(device.type, enabled=use)
+
+
+def autocast(device, cfg):
     if device.type == "cuda" and cfg.amp:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype), dtype
@@ -214,7 +232,7 @@ def train_one_epoch(student, teacher, adapter, dl, optimizer, scheduler, scaler,
     student.train()
     if adapter is not None:
         adapter.train()
-    amp_ctx, _ = _autocast(device, cfg)
+    amp_ctx, _ = autocast(device, cfg)
     sums, n = {}, 0
     bar = tqdm(dl, desc=f"{method} epoch {epoch + 1}/{cfg.epochs if method != 'teacher' else cfg.teacher_epochs}",
                disable=not progress, leave=False)
@@ -315,14 +333,9 @@ def fit(cfg: Config, method: str, seed: int | None = None, resume: bool = True, 
         raise UserError(f"batch_size={cfg.batch_size} is larger than the training split "
                         f"({len(train_ds)} images); lower batch_size.")
     params = list(model.parameters()) + (list(adapter.parameters()) if adapter else [])
-    lr = cfg.teacher_lr if is_teacher else cfg.lr
-    if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(params, cfg, cfg.teacher_lr if is_teacher else cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _poly(epochs * steps_per_epoch, cfg.warmup_iters))
-    use_scaler = device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    scaler = make_scaler(device, cfg)
     history = {"epoch": [], "loss": [], "ce": [], "lr": [], "time_s": [], "monitor_epoch": [], "monitor_miou": []}
     start = 0
     if state is not None:  # resume an unfinished run

@@ -77,15 +77,6 @@ def _load_or_build(cfg: Config, method: str, arch: str) -> tuple[torch.nn.Module
     return build_model(arch, voc.NUM_CLASSES).eval(), "random init"
 
 
-def _freeze(teacher: torch.nn.Module, cfg: Config) -> torch.nn.Module:
-    """What `engine.get_teacher` does to a teacher before training uses it."""
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    if cfg.channels_last:
-        teacher = teacher.to(memory_format=torch.channels_last)
-    return teacher.eval()
-
-
 class _Trainee:
     """One step kind's student (own copy, same init), adapter, optimizer, scheduler and scaler, set
     up as `engine.fit` does (constant learning rate: the schedule's cost is the same)."""
@@ -101,13 +92,9 @@ class _Trainee:
             torch.manual_seed(cfg.seed + 1)
             self.adapter = FeatureAdapter(self.student.feature_channels, teacher.feature_channels).to(device)
         params = list(self.student.parameters()) + (list(self.adapter.parameters()) if self.adapter else [])
-        if cfg.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-        else:
-            self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = engine.make_optimizer(params, cfg, cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: 1.0)
-        use_scaler = device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
-        self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        self.scaler = engine.make_scaler(device, cfg)
 
     def run(self, batches) -> dict:
         """`engine.train_one_epoch` over `batches` (any iterable of (images, masks[, cached]))."""
@@ -118,7 +105,7 @@ class _Trainee:
 
 def teacher_forward(teacher, batches, cfg: Config, device: torch.device) -> None:
     """The teacher's part of a training step (the lines of `engine.train_one_epoch`), per batch."""
-    amp_ctx, _ = engine._autocast(device, cfg)
+    amp_ctx, _ = engine.autocast(device, cfg)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     for images, *_ in batches:
         images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
@@ -317,7 +304,7 @@ def main(device: str = "cpu", image_size: int = 64, batch_size: int = 16, out="r
         engine.prepare_data(cfg, progress=verbose)
         student, student_src = _load_or_build(cfg, "baseline", cfg.student_arch)
         teacher, teacher_src = _load_or_build(cfg, "teacher", cfg.teacher_arch)
-        train_teacher = _freeze(copy.deepcopy(teacher).to(dev), cfg)
+        train_teacher = engine.freeze(copy.deepcopy(teacher).to(dev), cfg)
         _log(verbose, f"bench: {cfg.student_arch} student, {cfg.teacher_arch} teacher, {dev}, {threads} threads")
 
         _log(verbose, "bench: training steps (synthetic batches, interleaved) ...")
@@ -332,7 +319,7 @@ def main(device: str = "cpu", image_size: int = 64, batch_size: int = 16, out="r
         torch.set_num_threads(old_threads)
 
     step = {k: v["median"] / 1e3 for k, v in train["step_ms"].items()}  # seconds per batch
-    _, amp_dtype = engine._autocast(dev, cfg)
+    _, amp_dtype = engine.autocast(dev, cfg)
     result = {
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
