@@ -78,7 +78,8 @@ def load_all(cfg: Config, progress=True):
 
 
 def _pooled(evals, method, seeds, cfg):
-    keys = [method if s == cfg.seed else f"{method}_seed{s}" for s in seeds]
+    """(per-image matrices summed over the method's seeds, the eval keys used); the teacher has one."""
+    keys = ["teacher"] if method == "teacher" else [method if s == cfg.seed else f"{method}_seed{s}" for s in seeds]
     return np.sum([evals[k]["per_image_cm"] for k in keys], axis=0), keys
 
 
@@ -95,7 +96,7 @@ def compare(cfg: Config, progress=True, write=True) -> dict:
     base_cms, _ = _pooled(evals, "baseline", seeds, cfg)
     rows = []
     for method in STUDENTS + ("teacher",):
-        keys = [method] if method == "teacher" else _pooled(evals, method, seeds, cfg)[1]
+        cms, keys = _pooled(evals, method, seeds, cfg)
         mious = [evals[k]["miou"] for k in keys]
         per_seed = np.array([[np.nan if v is None else v for v in evals[k]["iou_per_class"]] for k in keys], float)
         seen = (~np.isnan(per_seed)).sum(0)  # mean over seeds; NaN where a class never occurred
@@ -112,11 +113,9 @@ def compare(cfg: Config, progress=True, write=True) -> dict:
         }
         row["params_str"] = bench.format_params(row["params"])
         if method in ("response", "feature"):
-            cms, _ = _pooled(evals, method, seeds, cfg)
             row["diff_vs_baseline"] = metrics.bootstrap_miou_diff(base_cms, cms, cfg.bootstrap_resamples,
                                                                   seed=cfg.seed)
-        ci = metrics.bootstrap_miou(_pooled(evals, method, seeds, cfg)[0] if method != "teacher"
-                                    else evals["teacher"]["per_image_cm"], cfg.bootstrap_resamples, seed=cfg.seed)
+        ci = metrics.bootstrap_miou(cms, cfg.bootstrap_resamples, seed=cfg.seed)
         row["miou_ci"] = [ci["low"], ci["high"]]
         rows.append(row)
     any_lat = next(iter(lat.values()))
