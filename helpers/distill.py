@@ -14,22 +14,51 @@ from torch import nn
 from .voc import IGNORE_INDEX
 
 
+def _nchw_float(x, T: float) -> torch.Tensor:
+    """x / T as a new NCHW-contiguous float32 tensor, in one pass whatever x's layout and dtype."""
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    return torch.div(x, T, out=out) if T != 1 else out.copy_(x)
+
+
+class _SoftTargetKL(torch.autograd.Function):
+    """sum over valid pixels of KL(softmax(t/T) || softmax(s/T)), times T^2 / n_valid, with its
+    gradient written out: d loss / d s = T * valid * (softmax(s/T) - softmax(t/T)) / n_valid.
+
+    Same value and gradient as composing log_softmax, exp, mul and sum under autograd, but it keeps
+    one tensor for backward (that gradient) instead of four, and skips autograd's extra passes over
+    (N, C, H, W). The inputs are made NCHW-contiguous first: softmax over dim 1 runs 2-3x faster on
+    the CPU in that layout than on the channels_last logits the networks produce.
+    """
+
+    @staticmethod
+    def forward(ctx, s, t, valid, T):
+        log_p_s = F.log_softmax(_nchw_float(s, T), dim=1)
+        log_p_t = F.log_softmax(_nchw_float(t, T), dim=1)
+        v = valid.unsqueeze(1)                                     # (N, 1, H, W), 1 = valid pixel
+        n = valid.sum().clamp(min=1)
+        w = log_p_t.exp().mul_(v)                                  # p_t, 0 on void pixels
+        kl = torch.dot(w.reshape(-1), log_p_t.sub_(log_p_s).reshape(-1))   # sum of p_t (log p_t - log p_s)
+        ctx.save_for_backward(log_p_s.exp_().mul_(v).sub_(w).mul_(T / n))  # T (p_s - p_t) valid / n
+        ctx.dtype = s.dtype                                        # bf16/fp16 under autocast
+        return kl * (T * T) / n
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        (grad,) = ctx.saved_tensors
+        return (grad * grad_out).to(ctx.dtype), None, None, None
+
+
 def response_kd_loss(student_logits, teacher_logits, target, temperature: float = 1.0,
                      ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """T^2 * mean over pixels with target != ignore_index of KL(softmax(t/T) || softmax(s/T)).
 
     student_logits, teacher_logits: (N, C, H, W) at the target's resolution; target: (N, H, W).
-    Void pixels contribute neither loss nor gradient. Returns 0 when no pixel is valid.
+    Void pixels contribute neither loss nor gradient; no gradient reaches the teacher's logits.
+    Returns 0 when no pixel is valid.
     """
-    T = float(temperature)
-    valid = (target != ignore_index).float()                         # (N, H, W)
-    log_p_s = F.log_softmax(student_logits.float() / T, dim=1)       # (N, C, H, W)
-    with torch.no_grad():  # the teacher's side is a constant: its entropy term needs no graph
-        log_p_t = F.log_softmax(teacher_logits.float() / T, dim=1)
-        p_t = log_p_t.exp()
-        neg_entropy = (p_t * log_p_t).sum(dim=1)                     # (N, H, W)
-    kl = (neg_entropy - (p_t * log_p_s).sum(dim=1)) * valid           # KL per pixel; void -> 0, no grad
-    return kl.sum() / valid.sum().clamp(min=1) * (T * T)
+    valid = (target != ignore_index).float()
+    return _SoftTargetKL.apply(student_logits, teacher_logits.detach(), valid, float(temperature))
 
 
 class FeatureAdapter(nn.Module):

@@ -1,8 +1,10 @@
 """One training loop and one `evaluate` for every method (teacher, baseline, response, feature)."""
 from __future__ import annotations
 
+import ctypes
 import json
 import random
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -20,6 +22,35 @@ from .models import build_model
 from .transforms import collate_pad, eval_transform, train_transform
 
 METHODS = ("teacher", "baseline", "response", "feature")
+
+
+# --- the CPU allocator -----------------------------------------------------------------------------
+
+_FREED_MEMORY_KEPT: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed tensor memory for reuse instead of returning it to the OS.
+
+    By default glibc serves blocks above its mmap threshold (128 KiB, growing only as such blocks are
+    freed) straight from the OS and gives them back on free, so each training step faults its
+    activations in again: measured on the demo (2 cores, batch 16 at 64x64), ~3,800 page faults and
+    ~9 ms of system time per ~20 ms baseline step, and more for a KD step. Raising the mmap threshold
+    to its maximum (32 MiB) and the trim threshold to 1 GiB removes them. Process-wide, done once;
+    a no-op (returns False) where the C library is not glibc.
+    """
+    global _FREED_MEMORY_KEPT
+    if _FREED_MEMORY_KEPT is None:
+        _FREED_MEMORY_KEPT = False
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL("libc.so.6")
+                M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+                _FREED_MEMORY_KEPT = bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+                                          and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+            except (OSError, AttributeError):
+                pass
+    return _FREED_MEMORY_KEPT
 
 
 # --- devices and data -----------------------------------------------------------------------------
@@ -87,6 +118,7 @@ def evaluate(model, ds, device="cpu", batch_size: int = 16, progress: bool = Fal
     from tqdm.auto import tqdm
 
     device = torch.device(device)
+    keep_freed_memory()
     model.eval().to(device)
     cms = []
     dl = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_pad)
@@ -294,6 +326,7 @@ def fit(cfg: Config, method: str, seed: int | None = None, resume: bool = True, 
         raise UserError(f"Unknown method '{method}'; choose one of {METHODS}.")
     seed = cfg.seed if seed is None else seed
     device = resolve_device(cfg.device)
+    keep_freed_memory()
     prepare_data(cfg, progress)
     path = checkpoint_path(cfg, method, seed)
     is_teacher = method == "teacher"

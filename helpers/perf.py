@@ -296,6 +296,7 @@ def main(device: str = "cpu", image_size: int = 64, batch_size: int = 16, out="r
                         f"data_steps >= 1 (got {image_size}, {batch_size}, {rounds}, {steps}, {data_steps}).")
     cfg = make_config(preset, overrides, device)
     dev = engine.resolve_device(cfg.device)
+    malloc_tuned = engine.keep_freed_memory()
     threads = int(threads or torch.get_num_threads())
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -328,6 +329,7 @@ def main(device: str = "cpu", image_size: int = 64, batch_size: int = 16, out="r
         "models": {"student": cfg.student_arch, "teacher": cfg.teacher_arch},
         "weights": {"student": student_src, "teacher": teacher_src},
         "train_dtype": str(amp_dtype).replace("torch.", ""),
+        "freed_memory_kept": malloc_tuned,
         "rounds": rounds, "steps_per_round": steps,
         "step_ms": train["step_ms"],
         "train_images_per_s": {k: batch_size / step[k] for k in STEP_KINDS},

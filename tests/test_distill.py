@@ -81,6 +81,25 @@ def test_response_kd_sends_no_gradient_into_void_pixels():
     assert torch.all(per_pixel[target != VOID] > 0)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_response_kd_gradient_matches_autograd_of_the_formula(channels_last):
+    """The loss writes its gradient out by hand (T (p_s - p_t) valid / n); it must equal what
+    autograd gives for the plain composition, in either memory layout and under a scaled loss."""
+    s, t, target = logits_and_target(seed=6, n=2, c=21, h=8, w=8)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    s, t = s.contiguous(memory_format=fmt), t.contiguous(memory_format=fmt)
+    T, alpha = 4.0, 0.7
+    s1 = s.clone().requires_grad_(True)
+    t1 = t.clone().requires_grad_(True)
+    (alpha * response_kd_loss(s1, t1, target, T)).backward()
+    s2 = s.double().requires_grad_(True)
+    kl = F.kl_div(F.log_softmax(s2 / T, 1), F.log_softmax(t.double() / T, 1), log_target=True,
+                  reduction="none").sum(1)
+    (alpha * T * T * kl[target != VOID].mean()).backward()
+    assert torch.allclose(s1.grad.double(), s2.grad, atol=1e-7, rtol=1e-5)
+    assert t1.grad is None  # the teacher's logits are a constant target
+
+
 def test_response_kd_with_only_void_pixels_is_zero_and_finite():
     s, t, target = logits_and_target(seed=5)
     s.requires_grad_(True)
