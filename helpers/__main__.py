@@ -96,7 +96,8 @@ def cmd_demo_data(a):
 def cmd_bench(a):
     from . import perf
 
-    perf.main(device=a.device, image_size=a.image_size, batch_size=a.batch_size, out=a.out, preset=a.preset)
+    perf.main(device=a.device, image_size=a.image_size, batch_size=a.batch_size, out=a.out, preset=a.preset,
+              epoch_images=a.epoch_images)
 
 
 def cmd_docs(a):
@@ -159,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--image-size", type=int, default=64)
     b.add_argument("--batch-size", type=int, default=16)
     b.add_argument("--preset", default="demo")
+    b.add_argument("--epoch-images", type=int, default=320,
+                   help="training images for the real baseline vs cached-KD epochs (0 skips them; "
+                        "their teacher pass is slow on a CPU with a torchvision teacher)")
     b.add_argument("--out", type=Path, default=Path("reports/bench.json"))
     b.set_defaults(func=cmd_bench)
     doc = sub.add_parser("docs", help="regenerate README.md's parameter table from the notebooks")

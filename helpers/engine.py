@@ -203,27 +203,33 @@ def teacher_cache(cfg: Config, teacher, device, progress: bool = True) -> Path:
     """One teacher pass over `train_split` (full resolution, no augmentation), storing its logits
     average-pooled by `cache_stride` in fp16, one .npy per image. Reused while it exists.
 
-    The approximation: a training step upsamples the cached map (bilinear) to the image and applies
-    the same scale/crop/flip; the online teacher would instead see the augmented image itself.
+    The approximation: a training step samples the cached map bilinearly at the augmented crop's
+    pixels (`transforms.TrainAugment`); the online teacher would instead see the augmented image.
     """
+    folder = Path(cfg.checkpoints_dir) / "teachers" / f"{cfg.teacher_key()}-logits-{cfg.train_split}-s{cfg.cache_stride}"
+    if not (folder / "complete.json").is_file():
+        write_logit_cache(dataset(cfg, cfg.train_split), teacher, folder, cfg.cache_stride, device, progress)
+    return folder
+
+
+def write_logit_cache(ds: voc.SegDataset, teacher, folder, stride: int, device, progress: bool = True) -> dict:
+    """Run `teacher` over `ds` (eval transform) and save each image's logits, average-pooled by
+    `stride`, as fp16 `<id>.npy` in `folder`; `complete.json` (images, stride, seconds) is written
+    last, so a cut-off pass is redone rather than used. Returns what complete.json holds."""
     from tqdm.auto import tqdm
 
-    folder = Path(cfg.checkpoints_dir) / "teachers" / f"{cfg.teacher_key()}-logits-{cfg.train_split}-s{cfg.cache_stride}"
-    done = folder / "complete.json"
-    if done.is_file():
-        return folder
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    ds = dataset(cfg, cfg.train_split)
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i in tqdm(range(len(ds)), desc="caching teacher logits", disable=not progress, leave=False):
             x, _ = ds[i]
             logits = teacher(x[None].to(device))                      # (1, C, H, W)
-            small = torch.nn.functional.avg_pool2d(logits, cfg.cache_stride, ceil_mode=True)
+            small = torch.nn.functional.avg_pool2d(logits, stride, ceil_mode=True)
             np.save(folder / f"{ds.ids[i]}.npy", small[0].half().cpu().numpy())
-    done.write_text(json.dumps({"images": len(ds), "stride": cfg.cache_stride,
-                                "seconds": round(time.perf_counter() - t0, 2)}))
-    return folder
+    done = {"images": len(ds), "stride": stride, "seconds": round(time.perf_counter() - t0, 4)}
+    (folder / "complete.json").write_text(json.dumps(done))
+    return done
 
 
 # --- training -------------------------------------------------------------------------------------

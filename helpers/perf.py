@@ -19,12 +19,16 @@
 2. The share of a real training step spent waiting for data: a short baseline run over the
    preset's training split through `engine.loader`, with `next()` on the loader timed inside the
    loop, for each `num_workers` setting (the first step, which starts the workers, is excluded).
-3. Batch-1 inference latency of student and teacher at `image_size`: eager fp32 and the faster
+3. Real epochs (`cached_epochs`): over the first `epoch_images` training images, the one-time
+   teacher pass that caches their logits, then baseline and cached-response epochs through
+   `engine.loader` (real files, augmentation, cfg.batch_size, cfg.crop_size), interleaved; the
+   ratio cached / baseline is the cost of response KD once the teacher is out of the loop.
+4. Batch-1 inference latency of student and teacher at `image_size`: eager fp32 and the faster
    paths of `bench.optimize_for_inference` (fused, jit; int8 for a compact (plain conv) student
    on CPU, kept only if its agreement is at least `int8_min_agreement`), interleaved by
    `bench.latency`, with GFLOPs and achieved GFLOP/s (the fp32 model's FLOPs / latency), and
    `bench.argmax_agreement` of every faster path with eager fp32 on real validation images.
-4. On CUDA: the peak memory of each step kind (bf16/fp16 autocast when cfg.amp, as in training).
+5. On CUDA: the peak memory of each step kind (bf16/fp16 autocast when cfg.amp, as in training).
 
 Weights: a finished checkpoint of the preset's run (baseline student, teacher) is used when one
 exists, otherwise random initialisation (enough for throughput; nothing is downloaded).
@@ -183,6 +187,35 @@ def training_throughput(student, teacher, cfg: Config, device: torch.device, ima
     return {"step_ms": {k: _stats_ms(v) for k, v in times.items()}, "peaks": peaks}
 
 
+# --- real epochs: baseline against response KD from cached logits ---------------------------------
+
+def cached_epochs(student, teacher, cfg: Config, device: torch.device, images: int = 320,
+                  rounds: int = 3) -> dict:
+    """The cached path end to end on real data: the first `images` images of the training split,
+    one teacher pass caching their logits (timed; into a temporary folder), then whole epochs over
+    them (`engine.loader` with cfg.batch_size and cfg.num_workers, augmentation included) of the
+    baseline and of response KD from the cache, interleaved `rounds` times; medians in seconds."""
+    import tempfile
+
+    train = engine.dataset(cfg, cfg.train_split, train=True)
+    plain = engine.dataset(cfg, cfg.train_split)
+    n = min(images, len(train))
+    bs = min(cfg.batch_size, n)
+    subset = voc.SegDataset(train.items[:n], train.transform)
+    with tempfile.TemporaryDirectory(prefix="kd-bench-cache-") as tmp:
+        done = engine.write_logit_cache(voc.SegDataset(plain.items[:n], plain.transform), teacher, tmp,
+                                        cfg.cache_stride, device, progress=False)
+        cached = engine.WithTeacherLogits(subset, tmp)
+        trainees = {k: _Trainee(k, student, None, cfg, device) for k in ("baseline", "response_cached")}
+        data = {"baseline": subset, "response_cached": cached}
+        jobs = {k: (lambda k=k: trainees[k].run(engine.loader(data[k], cfg, True, 0, bs))) for k in trainees}
+        times, _ = interleaved(jobs, rounds, device)
+    epoch_s = {k: statistics.median(v) for k, v in times.items()}
+    return {"images": n, "batch_size": bs, "rounds": rounds, "num_workers": cfg.num_workers,
+            "cache_pass_s": done["seconds"], "epoch_s": epoch_s,
+            "ratio": epoch_s["response_cached"] / epoch_s["baseline"]}
+
+
 # --- data waiting ---------------------------------------------------------------------------------
 
 def _timed(batches, marks: list):
@@ -282,7 +315,8 @@ def inference(student, teacher, cfg: Config, device: torch.device, image_size: i
 
 def main(device: str = "cpu", image_size: int = 64, batch_size: int = 16, out="reports/bench.json",
          preset: str | None = "demo", overrides: dict | None = None, *, rounds: int = 6, steps: int = 4,
-         warmup: int = 2, data_steps: int = 10, workers=(0, 1, 2), latency_rounds: int = 3,
+         warmup: int = 2, data_steps: int = 10, workers=(0, 1, 2), epoch_images: int = 320,
+         epoch_rounds: int = 3, latency_rounds: int = 3,
          latency_min_time: float = 0.2, agreement_images: int = 4, int8: bool = True,
          int8_min_agreement: float = 0.98, threads: int | None = None, verbose: bool = True) -> dict:
     """Run the bench (see the module docstring), write `out` (JSON) and print a table.
@@ -312,6 +346,10 @@ def main(device: str = "cpu", image_size: int = 64, batch_size: int = 16, out="r
         train = training_throughput(student, train_teacher, cfg, dev, image_size, batch_size, rounds, steps, warmup)
         _log(verbose, "bench: data loading ...")
         data = data_wait(student, cfg, dev, batch_size, workers, data_steps)
+        epochs = None
+        if epoch_images > 0:
+            _log(verbose, f"bench: real epochs, baseline and cached response KD ({epoch_images} images) ...")
+            epochs = cached_epochs(student, train_teacher, cfg, dev, epoch_images, epoch_rounds)
         del train_teacher
         _log(verbose, "bench: inference paths ...")
         inf = inference(student, teacher, cfg, dev, image_size, threads, latency_rounds, latency_min_time,
@@ -338,6 +376,7 @@ def main(device: str = "cpu", image_size: int = 64, batch_size: int = 16, out="r
         "efficiency": {k: (step["baseline"] + step["teacher"]) / step[k] for k in ("response", "feature")},
         "data_wait_share": {k: v["share"] for k, v in data.items()},
         "data_wait": data,
+        "cached_epoch": epochs,
         **{k: inf[k] for k in ("latency_ms", "gflops", "gflop_per_s", "argmax_agreement", "agreement_images")},
         "cuda_peak_mem_mb": ({k: v for k, v in train["peaks"].items()} if dev.type == "cuda" else None),
         "notes": inf["notes"] + _data_notes(data, data_steps),
@@ -390,6 +429,13 @@ def format_table(r: dict) -> str:
     lines.append(f"{'setting':<12}{'wait share':>11}{'wait ms':>9}{'step ms':>9}{'1st batch ms':>14}")
     for k, v in r["data_wait"].items():
         lines.append(f"{k:<12}{v['share']:>11.1%}{v['wait_ms']:>9.1f}{v['step_ms']:>9.1f}{v['first_batch_ms']:>14.0f}")
+    ce = r.get("cached_epoch")
+    if ce:
+        lines.append(f"\nreal epochs over {ce['images']} training images, batch {ce['batch_size']}, "
+                     f"num_workers {ce['num_workers']} (median of {ce['rounds']} interleaved)")
+        lines.append(f"teacher pass filling the logit cache: {ce['cache_pass_s']:.2f} s (once)")
+        lines.append(f"baseline epoch {ce['epoch_s']['baseline']:.2f} s, cached response-KD epoch "
+                     f"{ce['epoch_s']['response_cached']:.2f} s: x{ce['ratio']:.2f} (goal <= 1.2)")
     lines.append(f"\ninference, batch 1 x {r['image_size']}x{r['image_size']} "
                  f"(GFLOPs: student {r['gflops']['student']:.3g}, teacher {r['gflops']['teacher']:.3g})")
     lines.append(f"{'model/path':<17}{'ms':>9}{'±std':>8}{'GFLOP/s':>10}{'agreement':>11}")

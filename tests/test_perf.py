@@ -43,7 +43,8 @@ def bench(demo_root, tmp_path_factory):
                      "complete": True}, ckpt)
     out = tmp / "reports" / "bench.json"
     result = perf.main("cpu", image_size=32, batch_size=4, out=out, preset="smoke", overrides=overrides,
-                       rounds=2, steps=1, warmup=1, data_steps=3, workers=(0, 1), latency_rounds=2,
+                       rounds=2, steps=1, warmup=1, data_steps=3, workers=(0, 1), epoch_images=8,
+                       epoch_rounds=1, latency_rounds=2,
                        latency_min_time=0.01, agreement_images=3, threads=1, verbose=False)
     return result, out, ckpt
 
@@ -68,6 +69,9 @@ def test_bench_writes_a_complete_bench_json(bench):
     assert set(r["data_wait_share"]) == {"workers=0", "workers=1"}
     assert all(0 < v < 1 for v in r["data_wait_share"].values())
     assert r["data_wait"]["workers=0"]["steps"] == 3      # after one start-up step, left out
+    ce = r["cached_epoch"]                                # real epochs: baseline vs cached response KD
+    assert ce["images"] == 8 and positive(ce["cache_pass_s"]) and positive(ce["ratio"])
+    assert set(ce["epoch_s"]) == {"baseline", "response_cached"} and all(map(positive, ce["epoch_s"].values()))
     for name in ("student/eager", "student/fused", "student/jit", "teacher/eager", "teacher/fused",
                  "teacher/jit"):
         assert positive(r["latency_ms"][name]["mean"]), name
@@ -78,7 +82,7 @@ def test_bench_writes_a_complete_bench_json(bench):
     assert "student/int8" in r["argmax_agreement"]        # compact student on CPU: int8 is tried
     assert r["cuda_peak_mem_mb"] is None
     table = perf.format_table(r)  # what the CLI prints
-    assert all(k in table for k in KINDS + ("workers=1", "student/jit", "teacher/eager"))
+    assert all(k in table for k in KINDS + ("workers=1", "student/jit", "teacher/eager", "cached response-KD epoch"))
 
 
 def test_compiled_paths_agree_with_eager_on_real_images(bench):
