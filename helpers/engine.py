@@ -282,11 +282,11 @@ def train_one_epoch(student, teacher, adapter, dl, optimizer, scheduler, scaler,
         if cached:  # cached teacher logits, augmented with the image (response KD, teacher_cache=True)
             teacher_out = (cached[0].to(device, non_blocking=True), None)
         elif teacher is not None:
-            with torch.inference_mode(), amp_ctx:
-                t_logits, t_feat = teacher.forward_features(images)
+            with torch.inference_mode(), amp_ctx:  # feature KD uses no teacher logits: its head is skipped
+                t_logits, t_feat = teacher.forward_features(images, logits=method != "feature")
             # the hint loss saves the teacher map for backward, which an inference tensor can't be:
-            # clone it outside inference mode (the logits only enter under no_grad)
-            teacher_out = (t_logits.float(), t_feat.float().clone() if method == "feature" else None)
+            # clone it outside inference mode (the logits enter response_kd_loss as a constant)
+            teacher_out = (t_logits, t_feat.float().clone() if method == "feature" else None)
         with amp_ctx:
             student_out = student.forward_features(images)
             parts = distill_loss(method if method != "teacher" else "baseline", student_out, masks,

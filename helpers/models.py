@@ -4,7 +4,8 @@ Every model returned by `build_model` is an `nn.Module` whose
 - `forward(x)` gives logits (N, num_classes, H, W) at the input's resolution (what is deployed
   and benchmarked), and
 - `forward_features(x)` gives (logits, feature), where `feature` is the tapped intermediate map
-  used by feature KD, with `feature_channels` channels.
+  used by feature KD, with `feature_channels` channels; `forward_features(x, logits=False)` gives
+  (None, feature) and skips the head (the feature-KD teacher needs nothing more).
 
 Feature taps (why these layers): the tap is the deepest encoder output, the map that enters the
 segmentation head in both networks. It is the most semantic representation each network has and
@@ -60,11 +61,13 @@ class CompactSegNet(nn.Module):
         self.classifier = nn.Conv2d(decoder, num_classes, 1)
         self.feature_channels = c3
 
-    def forward_features(self, x):
+    def forward_features(self, x, logits: bool = True):
         size = x.shape[-2:]
         f1 = self.stage1(self.stem(x))        # (N, c1, H/2, W/2)
         f2 = self.stage2(f1)                  # (N, c2, H/4, W/4)
         f3 = self.stage3(f2)                  # (N, c3, H/8, W/8): the feature-KD tap
+        if not logits:
+            return None, f3
         d = F.interpolate(self.lat3(f3), size=f2.shape[-2:], mode="bilinear", align_corners=False)
         d = self.fuse2(d + self.lat2(f2))
         d = F.interpolate(d, size=f1.shape[-2:], mode="bilinear", align_corners=False)
@@ -91,9 +94,11 @@ class TorchvisionSeg(nn.Module):
         self.feature_key = feature_key
         self.feature_channels = feature_channels
 
-    def forward_features(self, x):
+    def forward_features(self, x, logits: bool = True):
         size = x.shape[-2:]
         feats = self.backbone(x)
+        if not logits:
+            return None, feats[self.feature_key]
         out = self.classifier(feats if self.head_takes_dict else feats["out"])
         return F.interpolate(out, size=size, mode="bilinear", align_corners=False), feats[self.feature_key]
 

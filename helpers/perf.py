@@ -8,8 +8,8 @@
    - response:        the online teacher runs on every batch (`forward_features`, as in training);
    - response_cached: the teacher's logits come with the batch, as `engine.WithTeacherLogits`
                       provides them (a float (N, C, H, W) map at crop resolution);
-   - feature:         the online teacher's feature map + the student's adapter (hint or CWD);
-   plus the teacher's inference on the same batches (the teacher lines of `train_one_epoch`).
+   - feature:         the online teacher's feature map (its head skipped) + the student's adapter;
+   plus the teacher's full inference on the same batches (logits and feature).
    Warm-up first, then `rounds` rounds round-robin over the kinds (order reversed every other
    round), `steps` steps per kind and round; a kind's step time is the median over rounds, so a
    drift of the machine hits every kind alike. Derived:
@@ -108,7 +108,10 @@ class _Trainee:
 
 
 def teacher_forward(teacher, batches, cfg: Config, device: torch.device) -> None:
-    """The teacher's part of a training step (the lines of `engine.train_one_epoch`), per batch."""
+    """The teacher's inference as online response KD runs it in `engine.train_one_epoch` (full
+    forward: logits and feature), per batch: the reference for `efficiency`. Feature KD skips the
+    teacher's head (`logits=False`), so its step can cost less than this bound, and its
+    efficiency can exceed 1."""
     amp_ctx, _ = engine.autocast(device, cfg)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     for images, *_ in batches:

@@ -199,3 +199,16 @@ def test_fit_trains_the_adapter_but_the_student_does_not_keep_it(tiny_cfg, monke
     assert not any(isinstance(m, FeatureAdapter) for m in model.modules())
     assert set(saved["model"]) == set(baseline.state_dict())
     assert math.isfinite(sum(saved["history"]["feat"]))
+
+
+@pytest.mark.parametrize("arch", ["compact_l", "lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large"])
+def test_a_feature_only_forward_gives_the_same_feature_without_logits(arch):
+    """Feature KD runs the teacher with logits=False (its head skipped): same feature map."""
+    torch.manual_seed(0)
+    model = build_model(arch).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        logits, feat = model.forward_features(x)
+        none, feat_only = model.forward_features(x, logits=False)
+    assert none is None and logits.shape == (1, 21, 64, 64)
+    assert torch.equal(feat, feat_only) and feat.shape[1] == model.feature_channels
