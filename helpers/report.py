@@ -488,9 +488,18 @@ def _widget_text(state: dict, model_id: str, depth: int = 0) -> str:
     return _strip_tags(s.get("value", "")) if isinstance(s.get("value"), str) else ""
 
 
+def _widget_hidden(state: dict, model_id: str) -> bool:
+    """A widget JupyterLab no longer shows: a tqdm bar with leave=False is hidden when it closes
+    (its saved text is then a stale refresh, e.g. 84%)."""
+    layout = str((state.get(model_id) or {}).get("state", {}).get("layout", "")).replace("IPY_MODEL_", "")
+    look = (state.get(layout) or {}).get("state", {})
+    return look.get("visibility") == "hidden" or look.get("display") == "none"
+
+
 def _prepare_notebook(nb, base_dir: Path, index: int) -> list:
     """The cells of one executed notebook, ready to merge: unique ids, local images inlined,
-    saved widgets (tqdm bars) replaced by their text so no widget JavaScript is needed."""
+    saved widgets (tqdm bars) replaced by their text so no widget JavaScript is needed, and
+    widgets that were hidden (finished leave=False bars) left out."""
     import nbformat
     state = (nb.metadata.get("widgets") or {}).get(
         "application/vnd.jupyter.widget-state+json", {}).get("state", {})
@@ -500,15 +509,21 @@ def _prepare_notebook(nb, base_dir: Path, index: int) -> list:
         cell["id"] = f"nb{index}-cell{j}"
         if cell.cell_type == "markdown":
             cell.source = _inline_local_images(cell.source, base_dir)
-        for out in cell.get("outputs", []):
+        outputs = cell.get("outputs", [])
+        for out in outputs:
             data = out.get("data") or {}
             view = data.get("application/vnd.jupyter.widget-view+json")
-            if view is not None:
+            if view is not None and _widget_hidden(state, view.get("model_id", "")):
+                out["data"] = {}  # dropped below
+            elif view is not None:
                 text = _widget_text(state, view.get("model_id", "")) or data.get("text/plain", "")
                 out["data"] = {"text/plain": text}
             elif isinstance(data.get("text/html"), (str, list)):
                 src = "".join(data["text/html"]) if isinstance(data["text/html"], list) else data["text/html"]
                 data["text/html"] = _inline_local_images(src, base_dir)
+        if "outputs" in cell:
+            cell["outputs"] = [o for o in outputs if o.get("output_type") == "stream" or o.get("data")
+                               or o.get("output_type") == "error"]
         cells.append(cell)
     return cells
 

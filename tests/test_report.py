@@ -192,7 +192,12 @@ def run_dir(tmp_path_factory):
                                                                       "IPY_MODEL_r"]}},
             "l": {"model_name": "HTMLModel", "state": {"value": "train: 100%"}},
             "p": {"model_name": "FloatProgressModel", "state": {"value": 4, "max": 4}},
-            "r": {"model_name": "HTMLModel", "state": {"value": " 4/4 [00:01&lt;00:00]"}}}}}
+            "r": {"model_name": "HTMLModel", "state": {"value": " 4/4 [00:01&lt;00:00]"}},
+            # a tqdm bar with leave=False: hidden in JupyterLab when done, its last refresh at 84%
+            "gone": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_gl"],
+                                                          "layout": "IPY_MODEL_gone_layout"}},
+            "gl": {"model_name": "HTMLModel", "state": {"value": "eval stale: 84%"}},
+            "gone_layout": {"model_name": "LayoutModel", "state": {"visibility": "hidden"}}}}}
     nb2.cells = [
         nbformat.v4.new_markdown_cell("# Baseline\n\nThe loss is $\\mathrm{CE}$."),
         nbformat.v4.new_code_cell("train()", execution_count=1, outputs=[
@@ -200,6 +205,10 @@ def run_dir(tmp_path_factory):
             nbformat.v4.new_output("display_data", data={
                 "text/plain": "HBox(children=(...))",
                 "application/vnd.jupyter.widget-view+json": {"model_id": "box", "version_major": 2,
+                                                             "version_minor": 0}}),
+            nbformat.v4.new_output("display_data", data={
+                "text/plain": "HBox(children=(...))",
+                "application/vnd.jupyter.widget-view+json": {"model_id": "gone", "version_major": 2,
                                                              "version_minor": 0}}),
         ]),
     ]
@@ -229,6 +238,7 @@ def test_report_is_one_self_contained_page(report_html, run_dir):
         "no resource from the network"
     assert "train: 100% |████████████████████| 4/4 [00:01&lt;00:00]" in page  # widget -> text
     assert "application/vnd.jupyter.widget" not in page
+    assert "eval stale" not in page and "HBox(children" not in page  # a hidden bar stays hidden
     assert re.search(r'<body class="[^"]*\bkd-hide-code\b', page), "code hidden by default"
     assert ">Show code</button>" in page
     assert "body.kd-hide-code .jp-CodeCell .jp-Cell-inputWrapper { display: none" in page
