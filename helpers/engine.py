@@ -19,7 +19,7 @@ from .distill import FeatureAdapter, distill_loss
 from .errors import UserError
 from .metrics import confusion_matrix, summarize
 from .models import build_model
-from .transforms import collate_pad, eval_transform, train_transform
+from .transforms import collate_pad, eval_transform, sample_cached, train_transform
 
 METHODS = ("teacher", "baseline", "response", "feature")
 
@@ -184,50 +184,101 @@ def freeze(teacher: torch.nn.Module, cfg: Config) -> torch.nn.Module:
 
 # --- cached teacher outputs (response KD) --------------------------------------------------------
 
+class LogitCache:
+    """Cached teacher maps on disk: every image's fp16 map (C, h, w) end to end in one raw file
+    (`logits.f16`, memory-mapped when read), `index.npy` (offset, C, h, w) per image and `ids.json`.
+    One file instead of one per image: reading a map is a slice, not a file open and a header parse."""
+
+    FORMAT = 2
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        try:
+            ids = json.loads((self.folder / "ids.json").read_text())
+            self.index = np.load(self.folder / "index.npy")
+        except (OSError, ValueError) as e:
+            raise UserError(f"The teacher-logit cache in {self.folder} is incomplete or damaged ({e}); "
+                            "delete the folder and it is rebuilt by one teacher pass.") from None
+        self.row = {k: r for r, k in enumerate(ids)}
+        self._data = None  # opened in each process that reads (DataLoader workers included)
+
+    def __getitem__(self, image_id: str) -> torch.Tensor:
+        if self._data is None:
+            self._data = np.memmap(self.folder / "logits.f16", dtype=np.float16, mode="r")
+        off, c, h, w = (int(v) for v in self.index[self.row[image_id]])
+        return torch.from_numpy(np.array(self._data[off: off + c * h * w]).reshape(c, h, w))
+
+    def __getstate__(self):  # a worker process opens its own map
+        return {**self.__dict__, "_data": None}
+
+    @staticmethod
+    def write(folder, items) -> int:
+        """Write (image id, map (C, h, w)) pairs; returns how many. Overwrites the folder's cache."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        ids, index, offset = [], [], 0
+        with open(folder / "logits.f16", "wb") as f:
+            for image_id, m in items:
+                m = np.ascontiguousarray(m, dtype=np.float16)
+                f.write(m.tobytes())
+                ids.append(image_id)
+                index.append((offset, *m.shape))
+                offset += m.size
+        np.save(folder / "index.npy", np.array(index, dtype=np.int64).reshape(-1, 4))
+        (folder / "ids.json").write_text(json.dumps(ids))
+        return len(ids)
+
+
 class WithTeacherLogits(torch.utils.data.Dataset):
-    """A training split whose samples carry the cached teacher logits, augmented with the image."""
+    """A training split whose samples carry their cached teacher logits: (image, mask, map (C, h, w)
+    fp16 as stored, crop geometry (4,)); `train_one_epoch` samples the batch's maps at the crops."""
 
     def __init__(self, ds: voc.SegDataset, cache: Path):
-        self.ds, self.cache = ds, Path(cache)
+        self.ds, self.cache = ds, LogitCache(cache)
 
     def __len__(self):
         return len(self.ds)
 
     def __getitem__(self, i):
         img, labels = self.ds.load(i)
-        soft = torch.from_numpy(np.load(self.cache / f"{self.ds.ids[i]}.npy"))
-        return self.ds.transform(img, labels, soft)
+        return self.ds.transform(img, labels, self.cache[self.ds.ids[i]])
 
 
 def teacher_cache(cfg: Config, teacher, device, progress: bool = True) -> Path:
     """One teacher pass over `train_split` (full resolution, no augmentation), storing its logits
-    average-pooled by `cache_stride` in fp16, one .npy per image. Reused while it exists.
+    average-pooled by `cache_stride` in fp16 (`LogitCache`). Reused while it exists.
 
     The approximation: a training step samples the cached map bilinearly at the augmented crop's
     pixels (`transforms.TrainAugment`); the online teacher would instead see the augmented image.
     """
     folder = Path(cfg.checkpoints_dir) / "teachers" / f"{cfg.teacher_key()}-logits-{cfg.train_split}-s{cfg.cache_stride}"
-    if not (folder / "complete.json").is_file():
+    done = folder / "complete.json"
+    if not done.is_file() or json.loads(done.read_text()).get("format") != LogitCache.FORMAT:
         write_logit_cache(dataset(cfg, cfg.train_split), teacher, folder, cfg.cache_stride, device, progress)
     return folder
 
 
 def write_logit_cache(ds: voc.SegDataset, teacher, folder, stride: int, device, progress: bool = True) -> dict:
-    """Run `teacher` over `ds` (eval transform) and save each image's logits, average-pooled by
-    `stride`, as fp16 `<id>.npy` in `folder`; `complete.json` (images, stride, seconds) is written
-    last, so a cut-off pass is redone rather than used. Returns what complete.json holds."""
+    """Run `teacher` over `ds` (eval transform) and store each image's logits, average-pooled by
+    `stride`, as fp16 in a `LogitCache` in `folder`; `complete.json` (images, stride, seconds,
+    format) is written last, so a cut-off pass is redone rather than used. Returns what it holds."""
     from tqdm.auto import tqdm
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "complete.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        for i in tqdm(range(len(ds)), desc="caching teacher logits", disable=not progress, leave=False):
-            x, _ = ds[i]
-            logits = teacher(x[None].to(device))                      # (1, C, H, W)
-            small = torch.nn.functional.avg_pool2d(logits, stride, ceil_mode=True)
-            np.save(folder / f"{ds.ids[i]}.npy", small[0].half().cpu().numpy())
-    done = {"images": len(ds), "stride": stride, "seconds": round(time.perf_counter() - t0, 4)}
+
+    def maps():
+        with torch.inference_mode():
+            for i in tqdm(range(len(ds)), desc="caching teacher logits", disable=not progress, leave=False):
+                x, _ = ds[i]
+                logits = teacher(x[None].to(device))                  # (1, C, H, W)
+                small = torch.nn.functional.avg_pool2d(logits, stride, ceil_mode=True)
+                yield ds.ids[i], small[0].half().cpu().numpy()
+
+    n = LogitCache.write(folder, maps())
+    done = {"images": n, "stride": stride, "seconds": round(time.perf_counter() - t0, 4),
+            "format": LogitCache.FORMAT}
     (folder / "complete.json").write_text(json.dumps(done))
     return done
 
@@ -279,8 +330,9 @@ def train_one_epoch(student, teacher, adapter, dl, optimizer, scheduler, scaler,
         images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
         masks = masks.to(device, non_blocking=True)
         teacher_out = None
-        if cached:  # cached teacher logits, augmented with the image (response KD, teacher_cache=True)
-            teacher_out = (cached[0].to(device, non_blocking=True), None)
+        if cached:  # cached teacher logits (response KD, teacher_cache=True): sampled at each crop
+            maps, geometry = (c.to(device, non_blocking=True) for c in cached)
+            teacher_out = (sample_cached(maps, geometry, masks.shape[-2:]), None)
         elif teacher is not None:
             with torch.inference_mode(), amp_ctx:  # feature KD uses no teacher logits: its head is skipped
                 t_logits, t_feat = teacher.forward_features(images, logits=method != "feature")

@@ -7,7 +7,8 @@
    - baseline:        CE only (no teacher);
    - response:        the online teacher runs on every batch (`forward_features`, as in training);
    - response_cached: the teacher's logits come with the batch, as `engine.WithTeacherLogits`
-                      provides them (a float (N, C, H, W) map at crop resolution);
+                      provides them (fp16 maps at 1/cache_stride and each crop's geometry),
+                      and are sampled at the crops in the step;
    - feature:         the online teacher's feature map (its head skipped) + the student's adapter;
    plus the teacher's full inference on the same batches (logits and feature).
    Warm-up first, then `rounds` rounds round-robin over the kinds (order reversed every other
@@ -123,20 +124,25 @@ def teacher_forward(teacher, batches, cfg: Config, device: torch.device) -> None
 # --- synthetic batches and interleaved timing -----------------------------------------------------
 
 def synthetic_batches(n: int, batch_size: int, image_size: int, num_classes: int = voc.NUM_CLASSES,
-                      void_fraction: float = 0.1, seed: int = 0, pin: bool = False) -> tuple[list, list]:
+                      void_fraction: float = 0.1, seed: int = 0, pin: bool = False,
+                      cache_stride: int = 4) -> tuple[list, list]:
     """`n` batches (images (B, 3, S, S) ~ N(0, 1), masks (B, S, S) int64 with ~void_fraction 255)
-    and the same batches with a third item, fake cached teacher logits (B, C, S, S) float32."""
+    and the same batches with the two items of a cached-logits batch: fake teacher maps (B, C,
+    S/cache_stride, S/cache_stride) fp16 and each crop's geometry (B, 4), here the whole image."""
     g = torch.Generator().manual_seed(seed)
+    small = -(-image_size // cache_stride)
+    whole = torch.tensor([2 / image_size, 1 / image_size - 1] * 2).expand(batch_size, 4).contiguous()
     plain, cached = [], []
     for _ in range(n):
         images = torch.randn(batch_size, 3, image_size, image_size, generator=g)
         masks = torch.randint(0, num_classes, (batch_size, image_size, image_size), generator=g)
         masks[torch.rand(masks.shape, generator=g) < void_fraction] = voc.IGNORE_INDEX
-        logits = 2 * torch.randn(batch_size, num_classes, image_size, image_size, generator=g)
+        maps = (2 * torch.randn(batch_size, num_classes, small, small, generator=g)).half()
+        geometry = whole.clone()
         if pin:
-            images, masks, logits = images.pin_memory(), masks.pin_memory(), logits.pin_memory()
+            images, masks, maps, geometry = (t.pin_memory() for t in (images, masks, maps, geometry))
         plain.append((images, masks))
-        cached.append((images, masks, logits))
+        cached.append((images, masks, maps, geometry))
     return plain, cached
 
 

@@ -53,11 +53,12 @@ class TrainAugment:
     mask 255), random crop, random horizontal flip. The image is resized with antialiasing, the
     mask with NEAREST (labels are never interpolated).
 
-    Callable (PIL image, uint8 labels[, soft]) -> (image, mask[, soft]). `soft` is a float map
+    Callable (PIL image, uint8 labels[, soft]) -> (image, mask[, soft, geometry]). `soft` is a map
     (C, h, w) over the whole image at any resolution (the cached teacher logits, 1/cache_stride of
-    the image): it is sampled once, bilinearly, at the crop's own pixel positions
-    (`grid_sample`), which is the same geometry as the image's resize + crop + flip without ever
-    building the full-resolution C-channel map.
+    the image). It is returned as it is, with `geometry` (4,): where the crop's pixels lie in the
+    map's normalised coordinates. `sample_cached` then samples a whole batch of maps at once
+    (bilinear, on the training device), so the full-resolution C-channel map is never built
+    per image, nor copied between processes.
     """
 
     def __init__(self, crop_size: int, lo: int, hi: int, hflip: bool = True):
@@ -84,22 +85,27 @@ class TrainAugment:
         out = _finish(img, mask)
         if soft is None:
             return out
-        return out + (_sample_crop(soft, (nh, nw), top, left, c, flip),)
+        # crop pixel j sits at x = left + j of the resized image, normalised 2 (x + 0.5) / nw - 1
+        # whatever the map's own resolution (flipped: j -> c - 1 - j); the same for rows
+        ax, bx = 2 / nw, (2 * left + 1) / nw - 1
+        if flip:
+            ax, bx = -ax, (2 * (left + c) - 1) / nw - 1
+        ay, by = 2 / nh, (2 * top + 1) / nh - 1
+        return out + (soft, torch.tensor([ax, bx, ay, by], dtype=torch.float32))
 
 
-def _sample_crop(soft, resized, top, left, crop, flip):
-    """`soft` (C, h, w) covering the whole image, sampled at the pixels of the crop [top, left,
-    crop x crop] of the image resized to `resized` (optionally flipped). A pixel centre x of the
-    resized image sits at normalised coordinate 2 (x + 0.5) / width - 1 whatever the map's own
-    resolution; crop pixels in the padding clamp to the border (they are void in the mask)."""
-    nh, nw = resized
-    ys = (torch.arange(crop, dtype=torch.float32) + top + 0.5) * (2 / nh) - 1
-    xs = (torch.arange(crop, dtype=torch.float32) + left + 0.5) * (2 / nw) - 1
-    if flip:
-        xs = xs.flip(0)
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)   # (crop, crop, 2) as (x, y)
-    return torch.nn.functional.grid_sample(soft[None].float(), grid[None], mode="bilinear",
-                                           padding_mode="border", align_corners=False)[0]
+def sample_cached(maps, geometry, size) -> torch.Tensor:
+    """Cached maps (N, C, h, w) sampled (bilinear) at the pixels of each sample's crop: geometry
+    (N, 4) = (ax, bx, ay, by) from `TrainAugment`, crop pixel (i, j) at normalised (ax j + bx,
+    ay i + by); `size` = the crop's (H, W). Returns float32 (N, C, H, W). Coordinates beyond the
+    map clamp to its border (those pixels are padding, void in the mask)."""
+    n, (h, w) = maps.shape[0], size
+    dev = maps.device
+    gx = geometry[:, 0:1] * torch.arange(w, device=dev, dtype=torch.float32) + geometry[:, 1:2]   # (N, W)
+    gy = geometry[:, 2:3] * torch.arange(h, device=dev, dtype=torch.float32) + geometry[:, 3:4]   # (N, H)
+    grid = torch.stack([gx[:, None, :].expand(n, h, w), gy[:, :, None].expand(n, h, w)], dim=-1)
+    return torch.nn.functional.grid_sample(maps.float(), grid, mode="bilinear", padding_mode="border",
+                                           align_corners=False)
 
 
 def train_transform(crop_size: int, base_size: int, scale=(0.5, 2.0), hflip: bool = True) -> TrainAugment:
@@ -113,18 +119,30 @@ def eval_transform(resize: int | None = None) -> Joint:
 
 
 def collate_pad(batch):
-    """Stack samples of different sizes: images padded with 0, masks with 255 (ignored), and the
-    optional third item (soft maps) with 0."""
+    """Stack samples of different sizes: images padded with 0, masks with 255 (ignored). Samples
+    with a cached map and its geometry (`TrainAugment`) give two more items: the maps, padded to
+    the largest one by repeating their edge (and the geometry rescaled to the padded size)."""
     cols = list(zip(*batch))
-    if len({x.shape for x in cols[0]}) == 1:  # one size (training crops): a plain stack
-        return tuple(torch.stack(items) for items in cols)
-    h = max(i.shape[-2] for i in cols[0])
-    w = max(i.shape[-1] for i in cols[0])
-    out = []
-    for k, items in enumerate(cols):
-        fill = IGNORE_INDEX if k == 1 else 0
-        t = items[0].new_full((len(items), *items[0].shape[:-2], h, w), fill)
-        for j, x in enumerate(items):
-            t[j, ..., : x.shape[-2], : x.shape[-1]] = x
-        out.append(t)
-    return tuple(out)
+    images, masks = (_stack_padded(items, fill) for items, fill in zip(cols[:2], (0, IGNORE_INDEX)))
+    if len(cols) == 2:
+        return images, masks
+    maps, geometry = list(cols[2]), torch.stack(cols[3])
+    hs, ws = max(m.shape[-2] for m in maps), max(m.shape[-1] for m in maps)
+    for k, m in enumerate(maps):
+        h, w = m.shape[-2:]
+        if (h, w) != (hs, ws):  # normalised coordinate g on a map of width w -> (g + 1) w / ws - 1
+            maps[k] = torch.nn.functional.pad(m.float()[None], (0, ws - w, 0, hs - h), mode="replicate")[0].to(m.dtype)
+            geometry[k] = geometry[k] * torch.tensor([w / ws, w / ws, h / hs, h / hs])
+            geometry[k, 1] += w / ws - 1
+            geometry[k, 3] += h / hs - 1
+    return images, masks, torch.stack(maps), geometry
+
+
+def _stack_padded(items, fill):
+    if len({x.shape for x in items}) == 1:  # one size (training crops): a plain stack
+        return torch.stack(items)
+    h, w = max(x.shape[-2] for x in items), max(x.shape[-1] for x in items)
+    out = items[0].new_full((len(items), *items[0].shape[:-2], h, w), fill)
+    for j, x in enumerate(items):
+        out[j, ..., : x.shape[-2], : x.shape[-1]] = x
+    return out

@@ -237,3 +237,21 @@ def test_train_aug_is_voc_train_plus_sbd_minus_voc_val(demo_root, tmp_path):
 def test_train_aug_without_sbd_says_how_to_get_it(demo_root, tmp_path):
     with pytest.raises(UserError, match="SBD not found .*train_split='train'"):
         voc.get_dataset(demo_root, "train_aug", sbd_root=tmp_path / "nope")
+
+
+def test_collate_pads_cached_maps_of_different_sizes_without_moving_them():
+    """VOC images differ in size, so do their cached maps: padded into one batch (edge repeated,
+    geometry rescaled), each map must sample exactly as it does alone, borders and flips included."""
+    from helpers.transforms import collate_pad, sample_cached
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(21, 5, 7, generator=g).half(), torch.randn(21, 8, 6, generator=g).half()
+    ga = torch.tensor([0.25, -1.1, 0.22, -1.05])   # runs past the right and bottom borders
+    gb = torch.tensor([-0.2, 0.95, 0.21, -1.0])    # a flipped crop
+    img, mask = torch.zeros(3, 10, 10), torch.zeros(10, 10, dtype=torch.int64)
+    images, masks, maps, geometry = collate_pad([(img, mask, a, ga), (img, mask, b, gb)])
+    assert maps.shape == (2, 21, 8, 7) and maps.dtype == torch.float16 and images.shape == (2, 3, 10, 10)
+    together = sample_cached(maps, geometry, (10, 10))
+    for k, (m, geo) in enumerate(((a, ga), (b, gb))):
+        alone = sample_cached(m[None], geo[None], (10, 10))[0]
+        assert torch.allclose(together[k], alone, atol=1e-5), k

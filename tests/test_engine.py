@@ -201,11 +201,13 @@ def test_cached_teacher_logits_follow_the_augmentation(tiny_cfg):
     x, _ = plain[0]
     with torch.inference_mode():
         online = teacher(x[None])[0].argmax(0)
-    stored = torch.from_numpy(__import__("numpy").load(folder / f"{plain.ids[0]}.npy")).float()
+    cache = engine.LogitCache(folder)
+    stored = cache[plain.ids[0]].float()
     assert stored.shape[-2:] == (8, 8) and stored.dtype == torch.float32  # 32 / cache_stride 4
     up = torch.nn.functional.interpolate(stored[None], size=x.shape[-2:], mode="bilinear")[0].argmax(0)
     assert (up == online).float().mean() > 0.6  # pooled then upsampled: close to the online teacher
-    assert len(list(folder.glob("*.npy"))) == 12
+    assert len(cache.row) == 12 and cache.index[:, 1:].tolist() == [[21, 8, 8]] * 12
+    assert json.loads((folder / "complete.json").read_text())["format"] == engine.LogitCache.FORMAT
 
 
 @pytest.mark.parametrize("stride", [1, 4])
@@ -213,25 +215,26 @@ def test_cached_maps_are_augmented_with_the_image(demo_root, tmp_path, stride):
     """A 'cache' holding each mask as one-hot maps (at full resolution, or average-pooled by 4 as the
     teacher cache is) must come out of the random scale, crop and flip still lined up with the
     augmented mask (a flip or crop applied to one and not the other fails)."""
-    import numpy as np
-
-    from helpers.transforms import train_transform
+    from helpers.transforms import sample_cached, train_transform
     from helpers.voc import get_dataset
 
     tf = train_transform(crop_size=28, base_size=32, scale=(0.6, 1.6))
     ds = get_dataset(demo_root, "train", tf)
-    for i in range(len(ds)):
-        labels = ds.load(i)[1]
-        onehot = torch.zeros((21, *labels.shape))
-        for c in range(21):
-            onehot[c][torch.from_numpy(labels == c)] = 1
-        pooled = torch.nn.functional.avg_pool2d(onehot[None], stride, ceil_mode=True)[0]
-        np.save(tmp_path / f"{ds.ids[i]}.npy", pooled.half().numpy())
+    def maps():
+        for i in range(len(ds)):
+            labels = ds.load(i)[1]
+            onehot = torch.zeros((21, *labels.shape))
+            for c in range(21):
+                onehot[c][torch.from_numpy(labels == c)] = 1
+            yield ds.ids[i], torch.nn.functional.avg_pool2d(onehot[None], stride, ceil_mode=True)[0].numpy()
+
+    engine.LogitCache.write(tmp_path, maps())
     cached = engine.WithTeacherLogits(ds, tmp_path)
     right, wrong = [], []
     for s in range(8):
         torch.manual_seed(s)
-        img, mask, soft = cached[s % len(ds)]
+        img, mask, small, geometry = cached[s % len(ds)]
+        soft = sample_cached(small[None], geometry[None], mask.shape)[0]
         torch.manual_seed(s)
         img2, mask2 = ds[s % len(ds)]
         assert torch.equal(img, img2) and torch.equal(mask, mask2)  # the cache changes no random draw
@@ -240,3 +243,32 @@ def test_cached_maps_are_augmented_with_the_image(demo_root, tmp_path, stride):
         assert right[-1] > 0.95  # pixels whose map cell holds no void: the same class
         wrong.append((soft.flip(-1).argmax(0)[valid] == mask[valid]).float().mean().item())
     assert sum(wrong) / 8 < sum(right) / 8 - 0.05  # a map flipped once too often does not line up
+
+
+def test_logit_cache_reads_back_what_it_wrote_and_names_a_damaged_one(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    maps = {"a": g.standard_normal((21, 3, 5)), "b": g.standard_normal((21, 4, 2))}  # VOC: sizes differ
+    assert engine.LogitCache.write(tmp_path, maps.items()) == 2
+    cache = engine.LogitCache(tmp_path)
+    for k, m in maps.items():
+        assert torch.equal(cache[k], torch.from_numpy(m.astype(np.float16)))
+    copy = pickle.loads(pickle.dumps(cache))  # as a DataLoader worker gets it: opens its own map
+    assert copy._data is None and torch.equal(copy["b"], cache["b"])
+    (tmp_path / "index.npy").write_bytes(b"not an array")
+    with pytest.raises(UserError, match="delete the folder"):
+        engine.LogitCache(tmp_path)
+
+
+def test_a_cache_in_the_old_one_file_per_image_format_is_rebuilt(tiny_cfg):
+    cfg = tiny_cfg.replace(teacher_cache=True)
+    torch.manual_seed(0)
+    teacher = engine.freeze(build_model(cfg.teacher_arch), cfg)
+    folder = engine.teacher_cache(cfg, teacher, torch.device("cpu"), progress=False)
+    (folder / "logits.f16").unlink()
+    (folder / "complete.json").write_text(json.dumps({"images": 12, "stride": 4}))  # format 1
+    assert engine.teacher_cache(cfg, teacher, torch.device("cpu"), progress=False) == folder
+    assert (folder / "logits.f16").is_file() and len(engine.LogitCache(folder).row) == 12

@@ -98,7 +98,12 @@ def test_synthetic_batches_have_void_and_cached_logits():
     assert images.shape == (3, 3, 16, 16) and masks.shape == (3, 16, 16) and masks.dtype == torch.int64
     valid = masks[masks != 255]
     assert (masks == 255).any() and valid.min() >= 0 and valid.max() <= 20
-    assert cached[0][0] is images and cached[0][2].shape == (3, 21, 16, 16)
+    _, _, maps, geometry = cached[0]
+    assert cached[0][0] is images and maps.shape == (3, 21, 4, 4) and maps.dtype == torch.float16
+    # the geometry of the whole image: sampling the map is its bilinear upsampling
+    from helpers.transforms import sample_cached
+    up = torch.nn.functional.interpolate(maps.float(), size=(16, 16), mode="bilinear", align_corners=False)
+    assert torch.allclose(sample_cached(maps, geometry, (16, 16)), up, atol=1e-5)
 
 
 def test_cli_bench_arguments_reach_perf_main(monkeypatch, tmp_path):
