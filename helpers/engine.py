@@ -205,6 +205,9 @@ class LogitCache:
     def __getitem__(self, image_id: str) -> torch.Tensor:
         if self._data is None:
             self._data = np.memmap(self.folder / "logits.f16", dtype=np.float16, mode="r")
+        if image_id not in self.row:
+            raise UserError(f"Image '{image_id}' is not in the teacher-logit cache {self.folder} (made for "
+                            "another split?); delete the folder and it is rebuilt by one teacher pass.")
         off, c, h, w = (int(v) for v in self.index[self.row[image_id]])
         return torch.from_numpy(np.array(self._data[off: off + c * h * w]).reshape(c, h, w))
 

@@ -258,6 +258,8 @@ def test_logit_cache_reads_back_what_it_wrote_and_names_a_damaged_one(tmp_path):
         assert torch.equal(cache[k], torch.from_numpy(m.astype(np.float16)))
     copy = pickle.loads(pickle.dumps(cache))  # as a DataLoader worker gets it: opens its own map
     assert copy._data is None and torch.equal(copy["b"], cache["b"])
+    with pytest.raises(UserError, match="'c' is not in the teacher-logit cache"):
+        cache["c"]
     (tmp_path / "index.npy").write_bytes(b"not an array")
     with pytest.raises(UserError, match="delete the folder"):
         engine.LogitCache(tmp_path)
