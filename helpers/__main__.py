@@ -1,7 +1,8 @@
 """Command line: the same functions the notebooks call.
 
     python -m helpers run --preset {smoke,demo,voc} [--out DIR] [-p NAME VALUE]... [--force]
-    python -m helpers train --method {teacher,baseline,response,feature} [--epochs N] [--batch-size B] [--resume] [-p NAME VALUE]...
+    python -m helpers train --method {teacher,baseline,response,feature} [--seed S] [--epochs N] [--batch-size B] [--resume] [-p NAME VALUE]...
+    python -m helpers sweep --preset P --method {response,feature} --grid NAME=V1,V2,... [--grid ...] [--seeds N] [-p NAME VALUE]... --out DIR
     python -m helpers compare --run NAME [--preset P] [-p NAME VALUE]...
     python -m helpers qualitative --checkpoint PATH --output-dir DIR [--num-success 10] [--num-failure 10]
     python -m helpers demo-data --root DIR [--seed N]
@@ -50,11 +51,11 @@ def cmd_train(a):
     cfg = _config(a.preset, a.param, epochs=a.epochs, batch_size=a.batch_size)
     if a.method == "teacher" and a.epochs is not None:
         cfg = cfg.replace(teacher_epochs=a.epochs, epochs=cfg.epochs)
-    path = engine.checkpoint_path(cfg, a.method)
+    path = engine.checkpoint_path(cfg, a.method, a.seed)
     if not a.resume and path.is_file():
         raise UserError(f"'{path}' already exists. Pass --resume to continue (or reuse) it, or delete it "
                         "to train from scratch.")
-    model, history = engine.fit(cfg, a.method, resume=a.resume)
+    model, history = engine.fit(cfg, a.method, seed=a.seed, resume=a.resume)
     msg = f"saved {path}"
     if history.get("monitor_miou"):
         msg += f" (monitor mIoU on {cfg.monitor_split}: {history['monitor_miou'][-1]:.4f})"
@@ -68,6 +69,14 @@ def cmd_compare(a):
     results = compare.compare(cfg)
     print(report.table_text(results))
     print(f"written to {compare.out_dir(cfg)}/kd_comparison_results.{{txt,md,csv,json}}")
+
+
+def cmd_sweep(a):
+    from . import sweep
+
+    out = sweep.run(_config(a.preset, a.param), a.method, a.grid, seeds=a.seeds, out=a.out)
+    print(sweep.table_markdown(out / "sweep.csv"), end="")
+    print(f"written to {out}/sweep.{{csv,png,md}}")
 
 
 def cmd_qualitative(a):
@@ -126,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one model (same as notebooks 02-04)")
     t.add_argument("--method", required=True, choices=["teacher", "baseline", "response", "feature"])
+    t.add_argument("--seed", type=int, help="this student's seed (default: the run's seed); the teacher "
+                   "stays the run's, as in a study with seeds > 1")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--resume", action="store_true", help="continue an unfinished checkpoint (or reuse a finished one)")
@@ -138,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--preset", default=None, help="preset whose settings the run used (default: notebook defaults)")
     params(c)
     c.set_defaults(func=cmd_compare)
+
+    w = sub.add_parser("sweep", help="calibrate a KD method's knobs on holdout: a grid x seeds -> sweep.{csv,png,md}")
+    w.add_argument("--method", required=True, choices=["response", "feature"])
+    w.add_argument("--grid", required=True, action="append", metavar="NAME=V1,V2,...",
+                   help="a knob and its values (repeatable: the grid is their cartesian product), e.g. alpha=0.2,0.5,1")
+    w.add_argument("--seeds", type=int, help="seeds per setting: seed .. seed+N-1 (default: the preset's seeds)")
+    w.add_argument("--preset", default="demo")
+    w.add_argument("--out", required=True, type=Path, help="folder for sweep.csv/.png/.md and the sweep's checkpoints")
+    params(w)
+    w.set_defaults(func=cmd_sweep)
 
     q = sub.add_parser("qualitative", help="ranked success/failure figures for one checkpoint")
     q.add_argument("--checkpoint", required=True, type=Path)

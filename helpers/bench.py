@@ -5,6 +5,9 @@
 - `gflops`: FLOPs of one forward pass from `torch.utils.flop_counter.FlopCounterMode`, which counts
   a multiply-add as 2 FLOPs (so GFLOPs = 2 x GMACs) and counts only the ops it has formulas for
   (convolutions, matmuls, attention); BatchNorm, activations, pooling and interpolation are free.
+  This is the convention of every GFLOPs figure here (`FLOP_CONVENTION`). Some model zoos quote
+  GMACs as "GFLOPS" (torchvision's 258.7 for DeepLabV3-ResNet101 is of that kind, at 520x520 with
+  its aux head); by this count that model costs 482 GFLOPs at 512x512 (aux head dropped, as in `models`).
 - `latency`: batch-1 latency of several models measured in one process, interleaved round-robin
   after warm-up, so clock or thermal drift hits every model alike.
 - `optimize_for_inference`: eager / fused (Conv+BN folding, channels_last) / jit (trace + freeze +
@@ -25,6 +28,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from .errors import UserError
 
 PATHS = ("eager", "fused", "jit", "int8")
+# The one FLOP convention of this project (bench, table, README): state it next to every figure.
+FLOP_CONVENTION = ("GFLOPs: 10^9 floating-point operations, a multiply-add counted as 2, "
+                   "from torch.utils.flop_counter")
 DEFAULT_INPUT = (1, 3, 512, 512)  # batch 1, VOC-sized image (VOC images are at most 500 x 500)
 
 

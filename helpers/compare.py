@@ -64,9 +64,10 @@ def load_all(cfg: Config, progress=True):
     models, evals = {}, {}
     teacher = engine.get_teacher(cfg, device, progress)
     models["teacher"] = teacher
-    src = engine.checkpoint_path(cfg, "teacher")
-    evals["teacher"] = evaluate_cached(teacher, ds, out_dir(cfg) / "eval" / "teacher.npz",
-                                       src if src.is_file() else None, device, progress, "eval teacher")
+    src = engine.checkpoint_path(cfg, "teacher")  # (a file only for teachers trained here)
+    cache = out_dir(cfg) / "eval" / f"teacher-{engine.teacher_identity(cfg)}.npz"
+    evals["teacher"] = evaluate_cached(teacher, ds, cache, src if src.is_file() else None, device, progress,
+                                       "eval teacher")
     for method in STUDENTS:
         for s in seeds_of(cfg):
             path = student_path(cfg, method, s)
@@ -77,10 +78,34 @@ def load_all(cfg: Config, progress=True):
     return models, evals, ds
 
 
-def _pooled(evals, method, seeds, cfg):
-    """(per-image matrices summed over the method's seeds, the eval keys used); the teacher has one."""
+def _stacked(evals, method, seeds, cfg):
+    """((S, N, C, C) per-seed per-image matrices, the eval keys used); the teacher has one seed."""
     keys = ["teacher"] if method == "teacher" else [method if s == cfg.seed else f"{method}_seed{s}" for s in seeds]
-    return np.sum([evals[k]["per_image_cm"] for k in keys], axis=0), keys
+    return np.stack([np.asarray(evals[k]["per_image_cm"]) for k in keys]), keys
+
+
+def _accuracy(evals, method, seeds, cfg) -> dict:
+    """A row's accuracy fields: means over seeds, per-seed mIoUs, seed-level CIs (see metrics).
+
+    "diff_vs_baseline" (KD rows) is `metrics.paired_delta_ci(method, baseline)` with "diff" =
+    its "delta", the mean over seeds of the paired per-seed differences: the difference of the
+    rows' "miou" (mean over seeds of each seed's dataset-level mIoU)."""
+    cms, keys = _stacked(evals, method, seeds, cfg)
+    mious = [float(evals[k]["miou"]) for k in keys]
+    per_seed = np.array([[np.nan if v is None else v for v in evals[k]["iou_per_class"]] for k in keys], float)
+    seen = (~np.isnan(per_seed)).sum(0)  # mean over seeds; NaN where a class never occurred
+    iou = np.where(seen > 0, np.nansum(per_seed, 0) / np.maximum(seen, 1), np.nan)
+    ci = metrics.seed_miou_ci(cms, cfg.bootstrap_resamples, rng=cfg.seed)
+    out = {"miou": float(np.mean(mious)), "miou_std": float(np.std(mious, ddof=1)) if len(mious) > 1 else None,
+           "per_seed_miou": mious, "n_seeds": len(keys),
+           "pixel_acc": float(np.mean([evals[k]["pixel_acc"] for k in keys])),
+           "iou_per_class": {c: (None if np.isnan(v) else float(v)) for c, v in zip(CLASSES, iou)},
+           "miou_ci": [ci["low"], ci["high"]], "miou_ci_method": ci["method"], "diff_vs_baseline": None}
+    if method in ("response", "feature"):
+        base, _ = _stacked(evals, "baseline", seeds, cfg)
+        d = metrics.paired_delta_ci(cms, base, cfg.bootstrap_resamples, rng=cfg.seed)
+        out["diff_vs_baseline"] = dict(d, diff=d["delta"])
+    return out
 
 
 def compare(cfg: Config, progress=True, write=True) -> dict:
@@ -93,31 +118,16 @@ def compare(cfg: Config, progress=True, write=True) -> dict:
     deployed = {k: bench.optimize_for_inference(models[k], cfg.inference_path, size)
                 for k in ("baseline", "response", "feature", "teacher")}
     lat = bench.latency(deployed, size, device=str(device), min_run_time=cfg.latency_min_time)
-    base_cms, _ = _pooled(evals, "baseline", seeds, cfg)
     rows = []
     for method in STUDENTS + ("teacher",):
-        cms, keys = _pooled(evals, method, seeds, cfg)
-        mious = [evals[k]["miou"] for k in keys]
-        per_seed = np.array([[np.nan if v is None else v for v in evals[k]["iou_per_class"]] for k in keys], float)
-        seen = (~np.isnan(per_seed)).sum(0)  # mean over seeds; NaN where a class never occurred
-        iou = np.where(seen > 0, np.nansum(per_seed, 0) / np.maximum(seen, 1), np.nan)
-        row = {
-            "method": method, "label": LABELS[method], "arch": cfg.teacher_arch if method == "teacher" else cfg.student_arch,
-            "miou": float(np.mean(mious)), "miou_std": float(np.std(mious, ddof=1)) if len(mious) > 1 else None,
-            "n_seeds": len(keys), "pixel_acc": float(np.mean([evals[k]["pixel_acc"] for k in keys])),
-            "iou_per_class": {c: (None if np.isnan(v) else float(v)) for c, v in zip(CLASSES, iou)},
-            "params": bench.count_parameters(models[method]),
-            "gflops": bench.gflops(models[method], size),
-            "latency_ms": lat[method]["mean_ms"], "latency_std_ms": lat[method]["std_ms"],
-            "diff_vs_baseline": None,
-        }
+        row = {"method": method, "label": LABELS[method],
+               "arch": cfg.teacher_arch if method == "teacher" else cfg.student_arch,
+               **_accuracy(evals, method, seeds, cfg),
+               "params": bench.count_parameters(models[method]), "gflops": bench.gflops(models[method], size),
+               "latency_ms": lat[method]["mean_ms"], "latency_std_ms": lat[method]["std_ms"]}
         row["params_str"] = bench.format_params(row["params"])
-        if method in ("response", "feature"):
-            row["diff_vs_baseline"] = metrics.bootstrap_miou_diff(base_cms, cms, cfg.bootstrap_resamples,
-                                                                  seed=cfg.seed)
-        ci = metrics.bootstrap_miou(cms, cfg.bootstrap_resamples, seed=cfg.seed)
-        row["miou_ci"] = [ci["low"], ci["high"]]
         rows.append(row)
+    interval = next(r["diff_vs_baseline"]["method"] for r in rows if r["diff_vs_baseline"])
     any_lat = next(iter(lat.values()))
     results = {
         "run": cfg.run_name, "rows": rows,
@@ -125,7 +135,7 @@ def compare(cfg: Config, progress=True, write=True) -> dict:
                     "input_size": any_lat["input_size"], "path": cfg.inference_path},
         "protocol": (f"single-scale, full resolution, dataset-level confusion matrix, label 255 ignored; "
                      f"split: {cfg.eval_split} ({len(ds)} images); final-epoch checkpoints; "
-                     f"{cfg.bootstrap_resamples} paired bootstrap resamples of images"),
+                     f"Δ mIoU CI: {interval}, {cfg.bootstrap_resamples} paired bootstrap resamples of images"),
         "dataset": cfg.dataset, "seeds": seeds,
     }
     if write:

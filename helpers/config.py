@@ -21,7 +21,7 @@ class Config:
     reports_dir: str = "reports"          # where executed notebooks, tables and figures go
     device: str = "auto"                  # "auto" (cuda if available), "cpu" or "cuda"
     seed: int = 0                         # seed of the first run; seeds= runs seed, seed+1, ...
-    seeds: int = 1                        # students trained per method (table shows mean ± std)
+    seeds: int = 3                        # students trained per method (table: mean ± std, seed-level CI)
     # data
     dataset: str = "demo"                 # "demo" (generated, VOC layout) or "voc" (real VOC 2012)
     data_root: str = "data/demo"          # folder that holds VOCdevkit/VOC2012
@@ -44,7 +44,7 @@ class Config:
     student_pretrained_backbone: bool = False  # ImageNet backbone weights for torchvision students
     teacher_arch: str = "compact_l"
     teacher_weights: str = "scratch"      # "scratch", "torchvision" or a checkpoint path
-    teacher_epochs: int = 5               # epochs to train (scratch) or fine-tune (torchvision; 0 = none)
+    teacher_epochs: int = 10              # epochs to train (scratch) or fine-tune (torchvision; 0 = none)
     teacher_lr: float = 0.004             # learning rate for the teacher's training
     # training (the same for all three students)
     epochs: int = 30                      # passes over train_split

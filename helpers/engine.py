@@ -19,7 +19,7 @@ from .distill import FeatureAdapter, distill_loss
 from .errors import UserError
 from .metrics import confusion_matrix, summarize
 from .models import build_model
-from .transforms import collate_pad, eval_transform, sample_cached, train_transform
+from .transforms import collate_pad, eval_transform, pool_map, sample_cached, train_transform
 
 METHODS = ("teacher", "baseline", "response", "feature")
 
@@ -89,12 +89,30 @@ def _seed_worker(worker_id):
     random.seed(s)
 
 
-def loader(ds, cfg: Config, train: bool, epoch: int = 0, batch_size: int | None = None) -> DataLoader:
-    g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same order on resume
+def data_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's data of run `seed`: batch order, augmentation draws and the
+    DataLoader workers' seeds all derive from it. The same for every method of that seed (so the
+    three students see identical batches), different between seeds and between epochs."""
+    return (seed * 1_000_003 + epoch) % 2**63
+
+
+def loader(ds, cfg: Config, train: bool, epoch: int = 0, batch_size: int | None = None,
+           seed: int | None = None) -> DataLoader:
+    """Batches of `ds`; for training, shuffled in the order of (`seed`, `epoch`) (`seed`: the run's
+    seed, default cfg.seed), so a resumed run sees the same order and each seed its own."""
+    seed = cfg.seed if seed is None else seed
+    g = torch.Generator().manual_seed(data_seed(seed, epoch))  # order, and worker seeds (drawn from g)
     return DataLoader(ds, batch_size=batch_size or cfg.batch_size, shuffle=train, drop_last=train,
                       num_workers=cfg.num_workers, collate_fn=collate_pad, generator=g,
                       worker_init_fn=_seed_worker, pin_memory=torch.cuda.is_available(),
                       persistent_workers=False)
+
+
+def epoch_loader(ds, cfg: Config, seed: int, epoch: int) -> DataLoader:
+    """The training batches of one epoch of run `seed`: order and augmentation (drawn in this
+    process, or in workers seeded from the loader's generator) both follow `data_seed(seed, epoch)`."""
+    _seed_all(data_seed(seed, epoch))
+    return loader(ds, cfg, True, epoch, seed=seed)
 
 
 # --- evaluation -----------------------------------------------------------------------------------
@@ -111,21 +129,32 @@ def predict(model, images: torch.Tensor, device) -> torch.Tensor:
 def evaluate(model, ds, device="cpu", batch_size: int = 16, progress: bool = False, desc="eval") -> dict:
     """Single-scale, full-resolution evaluation with a dataset-level confusion matrix (255 ignored).
 
-    Images of different sizes are padded into a batch (pad labels are 255, so they are ignored);
-    logits come out at each image's own resolution. Returns `metrics.summarize(...)` plus
-    "per_image_cm" (N, C, C) int64 and "ids".
+    Each image is run on its own canvas: only images of the same size share a batch (nothing is
+    padded), so no image's prediction depends on which others are evaluated with it (a network's
+    global-pooling branch would see the padding). Returns `metrics.summarize(...)` plus
+    "per_image_cm" (N, C, C) int64 and "ids", in the dataset's order.
     """
     from tqdm.auto import tqdm
 
     device = torch.device(device)
     keep_freed_memory()
     model.eval().to(device)
-    cms = []
-    dl = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_pad)
-    for images, masks in tqdm(dl, desc=desc, disable=not progress, leave=False):
-        pred = predict(model, images, device)
-        for p, m in zip(pred, masks):
-            cms.append(confusion_matrix(p, m, voc.NUM_CLASSES))
+    cms = [None] * len(ds)
+    pending: dict[tuple, list] = {}  # image size -> [(index, image, mask)] waiting for a full batch
+
+    def run(group):
+        pred = predict(model, torch.stack([x for _, x, _ in group]), device)
+        for (i, _, m), p in zip(group, pred):
+            cms[i] = confusion_matrix(p, m, voc.NUM_CLASSES)
+
+    dl = DataLoader(ds, batch_size=None, shuffle=False)  # one sample at a time, in order
+    for i, (image, mask) in enumerate(tqdm(dl, desc=desc, disable=not progress, leave=False)):
+        group = pending.setdefault(tuple(image.shape), [])
+        group.append((i, image, mask))
+        if len(group) == batch_size:
+            run(pending.pop(tuple(image.shape)))
+    for group in pending.values():
+        run(group)
     per_image = torch.stack(cms).numpy()
     out = summarize(per_image, ds.ids)
     out["per_image_cm"] = per_image
@@ -173,6 +202,30 @@ def get_teacher(cfg: Config, device, progress: bool = True) -> torch.nn.Module:
     return freeze(model, cfg)
 
 
+def teacher_identity(cfg: Config) -> str:
+    """A name for exactly the teacher that `get_teacher(cfg)` returns, for caching its evaluation:
+    the checkpoint file's content hash for a weights path, the torchvision weights' name, or the
+    hash of the settings that trained it (`Config.teacher_key`)."""
+    if cfg.teacher_weights not in ("scratch", "torchvision"):
+        import hashlib
+
+        h = hashlib.sha1()
+        try:
+            with open(cfg.teacher_weights, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except OSError as e:
+            raise UserError(f"teacher_weights='{cfg.teacher_weights}' can't be read ({e.strerror}); "
+                            "give the path of a checkpoint, or 'scratch' / 'torchvision'.") from None
+        return f"{cfg.teacher_arch}-file-{h.hexdigest()[:12]}"
+    if cfg.teacher_weights == "torchvision" and cfg.teacher_epochs == 0:
+        from torchvision.models import segmentation as seg
+
+        enum = seg.get_model_weights(getattr(seg, cfg.teacher_arch)).DEFAULT
+        return f"{cfg.teacher_arch}-torchvision-{enum.name}"
+    return cfg.teacher_key()
+
+
 def freeze(teacher: torch.nn.Module, cfg: Config) -> torch.nn.Module:
     """The teacher as training uses it: no gradients, eval mode, channels_last if asked."""
     for p in teacher.parameters():
@@ -189,7 +242,7 @@ class LogitCache:
     (`logits.f16`, memory-mapped when read), `index.npy` (offset, C, h, w) per image and `ids.json`.
     One file instead of one per image: reading a map is a slice, not a file open and a header parse."""
 
-    FORMAT = 2
+    FORMAT = 3  # 3: cells on the regular grid of `pool_map` (2 pooled with ceil_mode)
 
     def __init__(self, folder):
         self.folder = Path(folder)
@@ -200,6 +253,8 @@ class LogitCache:
             raise UserError(f"The teacher-logit cache in {self.folder} is incomplete or damaged ({e}); "
                             "delete the folder and it is rebuilt by one teacher pass.") from None
         self.row = {k: r for r, k in enumerate(ids)}
+        done = self.folder / "complete.json"
+        self.stride = json.loads(done.read_text()).get("stride") if done.is_file() else None
         self._data = None  # opened in each process that reads (DataLoader workers included)
 
     def __getitem__(self, image_id: str) -> torch.Tensor:
@@ -238,13 +293,14 @@ class WithTeacherLogits(torch.utils.data.Dataset):
 
     def __init__(self, ds: voc.SegDataset, cache: Path):
         self.ds, self.cache = ds, LogitCache(cache)
+        self.stride = self.cache.stride
 
     def __len__(self):
         return len(self.ds)
 
     def __getitem__(self, i):
         img, labels = self.ds.load(i)
-        return self.ds.transform(img, labels, self.cache[self.ds.ids[i]])
+        return self.ds.transform(img, labels, self.cache[self.ds.ids[i]], self.stride)
 
 
 def teacher_cache(cfg: Config, teacher, device, progress: bool = True) -> Path:
@@ -276,7 +332,7 @@ def write_logit_cache(ds: voc.SegDataset, teacher, folder, stride: int, device, 
             for i in tqdm(range(len(ds)), desc="caching teacher logits", disable=not progress, leave=False):
                 x, _ = ds[i]
                 logits = teacher(x[None].to(device))                  # (1, C, H, W)
-                small = torch.nn.functional.avg_pool2d(logits, stride, ceil_mode=True)
+                small = pool_map(logits, stride)                       # (1, C, ceil(H/s), ceil(W/s))
                 yield ds.ids[i], small[0].half().cpu().numpy()
 
     n = LogitCache.write(folder, maps())
@@ -446,9 +502,8 @@ def fit(cfg: Config, method: str, seed: int | None = None, resume: bool = True, 
     epoch_bar = tqdm(range(start, epochs), desc=f"{method}", disable=not progress, initial=start, total=epochs)
     for epoch in epoch_bar:
         t0 = time.perf_counter()
-        _seed_all(seed * 1_000_003 + epoch)  # augmentation draws: same on resume
         try:
-            parts = train_one_epoch(model, teacher, adapter, loader(train_ds, cfg, True, epoch), optimizer,
+            parts = train_one_epoch(model, teacher, adapter, epoch_loader(train_ds, cfg, seed, epoch), optimizer,
                                     scheduler, scaler, method, cfg, device, epoch, progress)
         except torch.cuda.OutOfMemoryError:
             raise UserError(f"CUDA ran out of memory training '{method}' with batch_size={cfg.batch_size} "

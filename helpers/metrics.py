@@ -6,12 +6,15 @@ the per-image matrices); a class absent from both ground truth and prediction ha
 left out of the mean, as in torchvision's `references/segmentation/utils.py`.
 
 Bootstrap CIs resample *images* (with replacement) and recompute the dataset-level mIoU of each
-resample from the summed per-class counts; the interval is the percentile interval.
+resample from the summed per-class counts; with one seed the interval is the percentile interval.
+With several seeds (training runs) `paired_delta_ci` and `seed_miou_ci` give seed-level intervals:
+the seeds' spread (training noise) plus the image-bootstrap variance (choice of val images).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import stats
 
 from .errors import UserError
 from .voc import IGNORE_INDEX
@@ -94,34 +97,132 @@ def per_image_scores(per_image_cm) -> np.ndarray:
     return _miou_from_counts(_counts(per_image_cm))
 
 
-def _resample_weights(n: int, n_resamples: int, seed: int) -> np.ndarray:
-    """(B, N) how often each image is drawn in each bootstrap resample (each row sums to N)."""
+def _resample_weights(n: int, n_resamples: int, rng) -> np.ndarray:
+    """(B, N) how often each image is drawn in each bootstrap resample (each row sums to N).
+
+    rng: an int seed or a numpy Generator."""
     if n < 1:
         raise UserError("bootstrap needs at least one image.")
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
+    if n_resamples < 2:
+        raise UserError(f"bootstrap needs at least 2 resamples, got {n_resamples}.")
+    gen = np.random.default_rng(rng)
+    return gen.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
+
+
+def _check_level(level: float) -> None:
+    if not 0 < level < 1:
+        raise UserError(f"level must be in (0, 1), got {level}.")
 
 
 def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
-    if not 0 < level < 1:
-        raise UserError(f"level must be in (0, 1), got {level}.")
+    _check_level(level)
     low, high = np.nanquantile(samples, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)
+
+
+def _seed_counts(cms, name: str) -> np.ndarray:
+    """(S, N, C, C) per-seed per-image matrices -> (S, N, C, 3) float64 tp/fp/fn."""
+    arr = np.asarray(_as_tensor(cms).cpu().numpy())
+    if arr.ndim != 4 or arr.shape[0] < 1 or arr.shape[2] != arr.shape[3]:
+        raise UserError(f"{name}: expected per-seed per-image confusion matrices of shape (S, N, C, C), "
+                        f"got {arr.shape}; stack the seeds' (N, C, C) matrices (same images, same order).")
+    return np.stack([_counts(m) for m in arr])
+
+
+def _boot_mious(counts: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(S, N, C, 3) counts and (B, N) image weights -> (B, S): each seed's dataset-level mIoU on
+    each resample (the same images for every seed)."""
+    s, n, c, _ = counts.shape
+    summed = w @ counts.transpose(1, 0, 2, 3).reshape(n, -1)  # (B, S*C*3)
+    return _miou_from_counts(summed.reshape(-1, s, c, 3))
+
+
+def _seed_level(values: np.ndarray, boot: np.ndarray, level: float) -> tuple[float, float, str]:
+    """(low, high, method) for the mean over seeds of a statistic.
+
+    values: (S,) the statistic of each seed on the full val set; boot: (B, S) its image-bootstrap
+    replicates (same images for all seeds per row). S == 1: percentile interval of boot.
+    S >= 2: mean ± t_{S-1} · sqrt(var_between / S + var_images(seed mean)).
+    """
+    s = values.size
+    if s == 1:
+        low, high = _interval(boot[:, 0], level)
+        return low, high, "paired percentile bootstrap over val images (1 seed: training noise not covered)"
+    _check_level(level)
+    var = np.var(values, ddof=1) / s + np.nanvar(np.nanmean(boot, axis=1), ddof=1)
+    half = float(stats.t.ppf((1 + level) / 2, s - 1) * np.sqrt(var))
+    mean = float(np.mean(values))
+    return mean - half, mean + half, (f"seed-level t-interval over {s} seeds (t, {s - 1} df; "
+                                      f"between-seed + val-image bootstrap variance)")
+
+
+def paired_delta_ci(cms_a, cms_b, resamples: int = 2000, level: float = 0.95, rng=0) -> dict:
+    """CI of the mean over seeds of mIoU(a) - mIoU(b), paired by seed and by image.
+
+    cms_a, cms_b: (S, N, C, C) per-image confusion matrices of method a and baseline b, S seeds
+    (seed s of a and of b share init and data order), the same N images in the same order. Each
+    seed's mIoU is dataset-level (from its summed matrix); delta = mean over seeds of the per-seed
+    paired deltas. The image bootstrap draws the same images for a, b and every seed.
+
+    S == 1: the paired percentile bootstrap over images (as `bootstrap_miou_diff`); it covers the
+    choice of val images only, not training noise. S >= 2: delta ± t_{S-1} · SE with
+    SE² = var(per-seed deltas) / S + image-bootstrap variance of the seed-mean delta. The seeds'
+    spread measures training noise on this fixed val set, but not the val-image sampling noise,
+    which all seeds share and which does not shrink with S, so the bootstrap term is added (the
+    seed x image part is then counted twice: slightly conservative). A plain two-stage bootstrap
+    over 3 seeds under-covers (its seed variance is biased by (S-1)/S and it has 10 distinct seed
+    multisets); the t quantile with S-1 df accounts for estimating the seed variance from S runs.
+
+    Returns {"delta", "low", "high", "level", "resamples", "significant" (interval excludes 0),
+    "per_seed": S per-seed deltas, "method": the interval used, "n_seeds"}.
+    """
+    ca, cb = _seed_counts(cms_a, "paired_delta_ci"), _seed_counts(cms_b, "paired_delta_ci")
+    if ca.shape != cb.shape:
+        raise UserError(f"paired_delta_ci: the two methods' matrices differ in (seeds, images, classes): "
+                        f"{ca.shape[:3]} vs {cb.shape[:3]}; they must cover the same seeds and images.")
+    s, n = ca.shape[:2]
+    w = _resample_weights(n, resamples, rng)
+    boot = _boot_mious(np.concatenate([ca, cb]), w)  # (B, 2S): a's seeds, then b's
+    per_seed = _miou_from_counts(ca.sum(1)) - _miou_from_counts(cb.sum(1))  # (S,)
+    low, high, method = _seed_level(per_seed, boot[:, :s] - boot[:, s:], level)
+    return {"delta": float(np.mean(per_seed)), "low": low, "high": high, "level": level,
+            "resamples": resamples, "significant": bool(low > 0 or high < 0),
+            "per_seed": [float(v) for v in per_seed], "method": method, "n_seeds": s}
+
+
+def seed_miou_ci(cms, resamples: int = 2000, level: float = 0.95, rng=0) -> dict:
+    """CI of one method's mIoU, the mean over seeds of each seed's dataset-level mIoU.
+
+    cms: (S, N, C, C). Same construction as `paired_delta_ci` (S == 1: percentile image bootstrap;
+    S >= 2: t-interval with between-seed + image-bootstrap variance). Returns {"miou", "low",
+    "high", "level", "resamples", "per_seed", "method", "n_seeds"}.
+    """
+    counts = _seed_counts(cms, "seed_miou_ci")
+    per_seed = _miou_from_counts(counts.sum(1))
+    boot = _boot_mious(counts, _resample_weights(counts.shape[1], resamples, rng))
+    low, high, method = _seed_level(per_seed, boot, level)
+    return {"miou": float(np.mean(per_seed)), "low": low, "high": high, "level": level,
+            "resamples": resamples, "per_seed": [float(v) for v in per_seed],
+            "method": method.replace("paired ", ""), "n_seeds": counts.shape[0]}
+
+
+def _counts_input(cms) -> np.ndarray:
+    """(N, C, C) per-image matrices as a numpy array (UserError for any other shape)."""
+    arr = np.asarray(_as_tensor(cms).cpu().numpy())
+    if arr.ndim != 3 or arr.shape[1] != arr.shape[2]:
+        raise UserError(f"expected per-image confusion matrices of shape (N, C, C), got {arr.shape}.")
+    return arr
 
 
 def bootstrap_miou(cms, n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
     """Percentile bootstrap CI of one model's dataset-level mIoU, resampling images.
 
     cms: (N, C, C) per-image confusion matrices. Returns {"miou", "low", "high", "n_resamples",
-    "level"}; "miou" is the value on the full set.
+    "level"}; "miou" is the value on the full set. (`seed_miou_ci` with one seed.)
     """
-    counts = _counts(cms)  # (N, C, 3)
-    n, c, _ = counts.shape
-    w = _resample_weights(n, n_resamples, seed)  # (B, N)
-    boot = _miou_from_counts((w @ counts.reshape(n, -1)).reshape(-1, c, 3))  # (B,)
-    low, high = _interval(boot, level)
-    return {"miou": float(_miou_from_counts(counts.sum(0))), "low": low, "high": high,
-            "n_resamples": n_resamples, "level": level}
+    res = seed_miou_ci(_counts_input(cms)[None], n_resamples, level, seed)
+    return {"miou": res["miou"], "low": res["low"], "high": res["high"], "n_resamples": n_resamples,
+            "level": level}
 
 
 def bootstrap_miou_diff(cms_a, cms_b, n_resamples: int = 1000, seed: int = 0,
@@ -132,21 +233,16 @@ def bootstrap_miou_diff(cms_a, cms_b, n_resamples: int = 1000, seed: int = 0,
     Each resample draws N image indices with replacement, the *same* ones for both models, sums
     each model's per-class tp/fp/fn over them and takes the difference of the two mIoUs.
     Returns {"diff": mIoU(b) - mIoU(a) on the full set, "low", "high" (percentile interval),
-    "n_resamples", "level", "significant": the interval excludes 0}.
+    "n_resamples", "level", "significant": the interval excludes 0}. (`paired_delta_ci(b, a)`
+    with one seed; note the order.)
     """
-    ca, cb = _counts(cms_a), _counts(cms_b)
-    if ca.shape != cb.shape:
+    a, b = _counts_input(cms_a), _counts_input(cms_b)
+    if a.shape != b.shape:
         raise UserError(f"bootstrap_miou_diff: the two models' per-image matrices differ in shape "
-                        f"{ca.shape[:2]} vs {cb.shape[:2]}; they must cover the same images.")
-    n, c, _ = ca.shape
-    w = _resample_weights(n, n_resamples, seed)  # (B, N)
-    both = w @ np.concatenate([ca, cb], axis=1).reshape(n, -1)  # (B, 2C*3)
-    both = both.reshape(-1, 2, c, 3)
-    boot = _miou_from_counts(both[:, 1]) - _miou_from_counts(both[:, 0])  # (B,)
-    low, high = _interval(boot, level)
-    diff = float(_miou_from_counts(cb.sum(0)) - _miou_from_counts(ca.sum(0)))
-    return {"diff": diff, "low": low, "high": high, "n_resamples": n_resamples, "level": level,
-            "significant": bool(low > 0 or high < 0)}
+                        f"{a.shape} vs {b.shape}; they must cover the same images.")
+    res = paired_delta_ci(b[None], a[None], n_resamples, level, seed)
+    return {"diff": res["delta"], "low": res["low"], "high": res["high"], "n_resamples": n_resamples,
+            "level": level, "significant": res["significant"]}
 
 
 def summarize(per_image_cm, ids) -> dict:

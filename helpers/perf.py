@@ -28,7 +28,10 @@
    paths of `bench.optimize_for_inference` (fused, jit; int8 for a compact (plain conv) student
    on CPU, kept only if its agreement is at least `int8_min_agreement`), interleaved by
    `bench.latency`, with GFLOPs and achieved GFLOP/s (the fp32 model's FLOPs / latency), and
-   `bench.argmax_agreement` of every faster path with eager fp32 on real validation images.
+   `bench.argmax_agreement` of every faster path with eager fp32 on real validation images
+   (eval_split through `engine.dataset`). The paths are built by the same function as the
+   comparison table's latency column (`compare.compare`), so each agreement is that of the path
+   the table times with that `inference_path`. GFLOPs as `bench.FLOP_CONVENTION` states.
 5. On CUDA: the peak memory of each step kind (bf16/fp16 autocast when cfg.amp, as in training).
 
 Weights: a finished checkpoint of the preset's run (baseline student, teacher) is used when one
@@ -317,7 +320,7 @@ def inference(student, teacher, cfg: Config, device: torch.device, image_size: i
     latency_ms = {k: {"mean": v["mean_ms"], "std": v["std_ms"]} for k, v in lat.items()}
     per_s = {k: flops[k.split("/")[0]] / (v["mean"] / 1e3) for k, v in latency_ms.items()}
     return {"latency_ms": latency_ms, "gflops": flops, "gflop_per_s": per_s, "argmax_agreement": agreement,
-            "agreement_images": len(val), "notes": notes}
+            "agreement_images": len(val), "agreement_split": cfg.eval_split, "notes": notes}
 
 
 # --- the whole bench ------------------------------------------------------------------------------
@@ -386,7 +389,9 @@ def main(device: str = "cpu", image_size: int = 64, batch_size: int = 16, out="r
         "data_wait_share": {k: v["share"] for k, v in data.items()},
         "data_wait": data,
         "cached_epoch": epochs,
-        **{k: inf[k] for k in ("latency_ms", "gflops", "gflop_per_s", "argmax_agreement", "agreement_images")},
+        **{k: inf[k] for k in ("latency_ms", "gflops", "gflop_per_s", "argmax_agreement", "agreement_images",
+                               "agreement_split")},
+        "flop_convention": bench.FLOP_CONVENTION,
         "cuda_peak_mem_mb": ({k: v for k, v in train["peaks"].items()} if dev.type == "cuda" else None),
         "notes": inf["notes"] + _data_notes(data, data_steps),
         "seconds": time.perf_counter() - t_start,
@@ -447,6 +452,9 @@ def format_table(r: dict) -> str:
                      f"{ce['epoch_s']['response_cached']:.2f} s: x{ce['ratio']:.2f} (goal <= 1.2)")
     lines.append(f"\ninference, batch 1 x {r['image_size']}x{r['image_size']} "
                  f"(GFLOPs: student {r['gflops']['student']:.3g}, teacher {r['gflops']['teacher']:.3g})")
+    lines.append(r.get("flop_convention", bench.FLOP_CONVENTION))
+    lines.append(f"agreement: argmax vs eager fp32 on {r['agreement_images']} real {r.get('agreement_split', 'val')} "
+                 "images; every path built by bench.optimize_for_inference, as the table's latency column")
     lines.append(f"{'model/path':<17}{'ms':>9}{'±std':>8}{'GFLOP/s':>10}{'agreement':>11}")
     for k, v in r["latency_ms"].items():
         agr = r["argmax_agreement"].get(k)

@@ -40,9 +40,9 @@ GUIDE_LABELS = {"baseline": "Without KD (Baseline)", "response": "Response-Based
 METHOD_ORDER = ["baseline", "response", "feature"]
 COLUMNS = ["Knowledge Distillation", "mIoU", "# Parameters", "Inference Speed (ms)"]
 TXT_WIDTHS = [36, 13, 19]  # the last column takes what it needs
-CSV_FIELDS = ["method", "label", "miou", "miou_std", "n_seeds", "pixel_acc", "params", "params_str",
-              "gflops", "latency_ms", "latency_std_ms", "arch", "diff_vs_baseline",
-              "diff_low", "diff_high", "diff_significant"]
+CSV_FIELDS = ["method", "label", "miou", "miou_std", "n_seeds", "per_seed_miou", "pixel_acc", "params",
+              "params_str", "gflops", "latency_ms", "latency_std_ms", "arch", "diff_vs_baseline",
+              "diff_low", "diff_high", "diff_significant", "diff_per_seed", "diff_method"]
 DEFAULT_TITLE = "Knowledge distillation for semantic segmentation (PASCAL VOC 2012)"
 PDF_NOTICE = ("report.pdf skipped: Chromium not found; install Debian's chromium package "
               "(apt-get install chromium) to get a PDF")
@@ -125,6 +125,38 @@ def _level(results: dict) -> str:
     return "95%"
 
 
+def _diff_seeds(results: dict) -> int:
+    """Seeds behind the Δ intervals (their "n_seeds"); 0 when the rows do not say (older tables)."""
+    ks = [int(d["n_seeds"]) for r in results["rows"] if isinstance(d := r.get("diff_vs_baseline"), dict)
+          and _num(d.get("n_seeds")) is not None]
+    return max(ks, default=0)
+
+
+def _fmt_per_seed(values, spec: str = "+.4f") -> str:
+    return ", ".join(_fmt(v, spec) for v in values or [])
+
+
+def _ci_heading(results: dict) -> str:
+    k, level = _diff_seeds(results), _level(results)
+    if k >= 2:
+        return (f"Δ mIoU vs baseline (mean over {k} seeds of the paired per-seed differences), seed-level "
+                f"{level} CI (covers training noise and the choice of val images):")
+    return f"Δ mIoU vs baseline, paired bootstrap {level} CI over validation images:"
+
+
+def _ci_note(results: dict) -> str | None:
+    """What the Δ interval covers: seed-level with several seeds, the val images only with one."""
+    k = _diff_seeds(results)
+    if k >= 2:
+        return (f"Δ CI: seed-level, a t-interval (t, {k - 1} df) around the mean of the {k} per-seed paired "
+                f"differences, variance = between-seed variance / {k} + val-image bootstrap variance: it "
+                f"covers training noise (seed to seed) and the choice of val images.")
+    if k == 1:
+        return ("Δ CI: paired percentile bootstrap over val images. One seed: the interval covers the "
+                "choice of val images, not training noise; use seeds ≥ 3.")
+    return None
+
+
 def _rows(results: dict) -> list[dict]:
     """The rows in the guide's order (baseline, response, feature, others), the teacher last."""
     if not isinstance(results, dict) or not isinstance(results.get("rows"), list):
@@ -151,7 +183,10 @@ def _notes(results: dict) -> list[str]:
     lines = []
     seeds = sorted({int(r.get("n_seeds") or 1) for r in _students(results)})
     if seeds and max(seeds) > 1:
-        lines.append(f"mIoU: mean ± std over {'/'.join(map(str, seeds))} seeds (training runs).")
+        lines.append(f"mIoU: mean ± std over {'/'.join(map(str, seeds))} seeds (training runs); Δ mIoU: mean "
+                     f"over seeds of the paired per-seed differences (the difference of the mIoU column).")
+    if _ci_note(results):
+        lines.append(_ci_note(results))
     lat = results.get("latency") or {}
     if lat:
         size = lat.get("input_size")
@@ -184,11 +219,13 @@ def table_text(results: dict) -> str:
         out.append(line(c))
     diffs = [r for r in rows if r["method"] not in ("baseline", "teacher")]
     if diffs:
-        out += ["", f"Δ mIoU vs baseline, paired bootstrap {_level(results)} CI over validation images:"]
+        out += ["", _ci_heading(results)]
         width = max(len(_label(r)) for r in diffs) + 2
         for r in diffs:
             d = r.get("diff_vs_baseline")
             verdict = _verdict(d) if d and _num(d.get("diff")) is not None else "no per-image CI"
+            if d and len(d.get("per_seed") or []) > 1:
+                verdict += f"; per seed: {_fmt_per_seed(d['per_seed'])}"
             out.append(f"  {_label(r).ljust(width)}{_fmt_ci(d)}  {verdict}")
     out += [""] + _notes(results)
     return "\n".join(out) + "\n"
@@ -209,6 +246,11 @@ def table_markdown(results: dict) -> str:
     return "\n".join(out) + "\n\n" + "\n\n".join(_notes(results)) + "\n"
 
 
+def _csv_list(values) -> str | None:
+    """Per-seed numbers in one CSV cell, space-separated ("0.581234 0.590012"); None when absent."""
+    return " ".join(_fmt(v, ".6f") for v in values) if values else None
+
+
 def _csv_rows(results: dict) -> tuple[list[str], list[dict]]:
     classes = []
     for r in results["rows"]:
@@ -219,7 +261,8 @@ def _csv_rows(results: dict) -> tuple[list[str], list[dict]]:
         d = r.get("diff_vs_baseline") or {}
         rec = {k: r.get(k) for k in CSV_FIELDS if k in r and not isinstance(r.get(k), (dict, list))}
         rec.update(diff_vs_baseline=d.get("diff"), diff_low=d.get("low"), diff_high=d.get("high"),
-                   diff_significant=_significant(d) if d else None)
+                   diff_significant=_significant(d) if d else None, diff_method=d.get("method"),
+                   diff_per_seed=_csv_list(d.get("per_seed")), per_seed_miou=_csv_list(r.get("per_seed_miou")))
         rec.update({f"iou_{c}": v for c, v in (r.get("iou_per_class") or {}).items()})
         out.append({k: "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
                     for k, v in rec.items()})
@@ -296,6 +339,8 @@ def _diff_sentence(row: dict, base: dict, level: str) -> str:
         return (f"{name}: no per-image confidence interval is available, so the raw difference of "
                 f"{_fmt(raw, '+.4f')} mIoU cannot be told apart from noise.")
     ci = f"{d['diff']:+.4f} mIoU ({level} CI {_fmt(d.get('low'), '+.4f')} to {_fmt(d.get('high'), '+.4f')})"
+    if len(d.get("per_seed") or []) > 1:
+        ci += f"; per seed: {_fmt_per_seed(d['per_seed'])}"
     if not _significant(d):
         return (f"{name} vs Without KD: {ci}; the interval includes 0, so the difference is not "
                 f"distinguishable from zero: on this evidence {name} KD did not help, the "
@@ -308,12 +353,20 @@ def _diff_sentence(row: dict, base: dict, level: str) -> str:
 
 
 def _seed_sentence(students: list[dict]) -> str | None:
+    """Seed-to-seed spread, and what the Δ intervals cover (training noise, or the val images only)."""
+    k, scope = _diff_seeds({"rows": students}), None
+    if k >= 2:
+        scope = (f"The intervals are seed-level: they cover training noise (the spread of the {k} seeds' paired "
+                 f"differences) as well as the choice of val images.")
+    elif k == 1:
+        scope = "One seed: the interval covers the choice of val images, not training noise; use seeds ≥ 3."
     multi = [r for r in students if (r.get("n_seeds") or 1) > 1 and _num(r.get("miou_std")) is not None]
     if not multi:
-        return None
+        return scope
     std = max(r["miou_std"] for r in multi)
-    return (f"Across {max(r['n_seeds'] for r in multi)} seeds the mIoU varies by up to ±{std:.4f} "
+    text = (f"Across {max(r['n_seeds'] for r in multi)} seeds the mIoU varies by up to ±{std:.4f} "
             f"(std); differences of that size come from the seed alone.")
+    return f"{text} {scope}" if scope else text
 
 
 def _gap_sentence(students: list[dict], base: dict, teacher: dict) -> str | None:

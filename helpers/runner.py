@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import json
 import re
 import time
 from pathlib import Path
@@ -222,7 +223,7 @@ def run(preset="demo", out_dir=None, overrides=None, force=False, notebooks=NOTE
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "run_params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    executed = []
+    executed, timings, t_run = [], {}, time.perf_counter()
     for i, name in enumerate(notebooks, 1):
         target = out_dir / f"{name}.ipynb"
         mine = {k: v for k, v in params.items() if name in declared[k]["notebooks"]}
@@ -239,7 +240,8 @@ def run(preset="demo", out_dir=None, overrides=None, force=False, notebooks=NOTE
         except BaseException:
             log(f"stopped after {time.perf_counter() - start:.1f} s")
             raise
-        log(f"done in {time.perf_counter() - start:.1f} s")
+        timings[name] = round(time.perf_counter() - start, 1)
+        log(f"done in {timings[name]:.1f} s")
         executed.append(target)
 
     if report:
@@ -251,4 +253,8 @@ def run(preset="demo", out_dir=None, overrides=None, force=False, notebooks=NOTE
         log(f"Report: {html}")
         pdf = rep.export_pdf(html)
         log(f"PDF:    {pdf}" if pdf else "PDF:    not written (no Chromium found); the HTML has everything.")
+        timings["report"] = round(time.perf_counter() - t_run - sum(timings.values()), 1)
+    timings["total"] = round(time.perf_counter() - t_run, 1)
+    (out_dir / "timings.json").write_text(json.dumps(timings, indent=1), encoding="utf-8")
+    log(f"Total:  {timings['total']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items() if k != 'total')})")
     return out_dir

@@ -53,10 +53,12 @@ class TrainAugment:
     mask 255), random crop, random horizontal flip. The image is resized with antialiasing, the
     mask with NEAREST (labels are never interpolated).
 
-    Callable (PIL image, uint8 labels[, soft]) -> (image, mask[, soft, geometry]). `soft` is a map
-    (C, h, w) over the whole image at any resolution (the cached teacher logits, 1/cache_stride of
-    the image). It is returned as it is, with `geometry` (4,): where the crop's pixels lie in the
-    map's normalised coordinates. `sample_cached` then samples a whole batch of maps at once
+    Callable (PIL image, uint8 labels[, soft, soft_stride]) -> (image, mask[, soft, geometry]).
+    `soft` is a map (C, h, w) of the whole image (the cached teacher logits, `pool_map` of them):
+    with `soft_stride` s, cell (i, j) is the mean of the image's pixels [s i, s i + s) x [s j, s j + s),
+    so the map covers (s h) x (s w) pixels, a little more than the image where a side is not a
+    multiple of s; without `soft_stride` it covers the image exactly. It is returned as it is, with
+    `geometry` (4,): where the crop's pixels lie in the map's normalised coordinates. `sample_cached` then samples a whole batch of maps at once
     (bilinear, on the training device), so the full-resolution C-channel map is never built
     per image, nor copied between processes.
     """
@@ -64,7 +66,7 @@ class TrainAugment:
     def __init__(self, crop_size: int, lo: int, hi: int, hflip: bool = True):
         self.crop, self.lo, self.hi, self.hflip = crop_size, lo, hi, hflip
 
-    def __call__(self, image, labels, soft=None):
+    def __call__(self, image, labels, soft=None, soft_stride: int | None = None):
         img, mask = _tensors(image, labels)
         h, w = img.shape[-2:]
         short = int(torch.randint(self.lo, self.hi + 1, ()))
@@ -85,13 +87,28 @@ class TrainAugment:
         out = _finish(img, mask)
         if soft is None:
             return out
-        # crop pixel j sits at x = left + j of the resized image, normalised 2 (x + 0.5) / nw - 1
-        # whatever the map's own resolution (flipped: j -> c - 1 - j); the same for rows
-        ax, bx = 2 / nw, (2 * left + 1) / nw - 1
+        # crop pixel j sits at x = left + j of the resized image, i.e. at (x + 0.5) w / nw of the
+        # image, normalised over the map's extent W = s * map width: 2 (x + 0.5) (w / W) / nw - 1
+        # (flipped: j -> c - 1 - j); the same for rows
+        kx = ky = 1.0
+        if soft_stride:
+            kx, ky = w / (soft_stride * soft.shape[-1]), h / (soft_stride * soft.shape[-2])
+        ax, bx = 2 * kx / nw, (2 * left + 1) * kx / nw - 1
         if flip:
-            ax, bx = -ax, (2 * (left + c) - 1) / nw - 1
-        ay, by = 2 / nh, (2 * top + 1) / nh - 1
+            ax, bx = -ax, (2 * (left + c) - 1) * kx / nw - 1
+        ay, by = 2 * ky / nh, (2 * top + 1) * ky / nh - 1
         return out + (soft, torch.tensor([ax, bx, ay, by], dtype=torch.float32))
+
+
+def pool_map(logits: torch.Tensor, stride: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, ceil(H/s), ceil(W/s)): the mean of each s x s cell, the last row and
+    column of cells completed by repeating the image's edge. Cell centres then lie on the regular
+    grid s (i + 0.5), which `TrainAugment(..., soft_stride=s)` assumes, for any image size."""
+    h, w = logits.shape[-2:]
+    ph, pw = -h % stride, -w % stride
+    if ph or pw:
+        logits = torch.nn.functional.pad(logits, (0, pw, 0, ph), mode="replicate")
+    return torch.nn.functional.avg_pool2d(logits, stride)
 
 
 def sample_cached(maps, geometry, size) -> torch.Tensor:

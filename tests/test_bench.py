@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.bench import (argmax_agreement, count_parameters, fold_conv_bn, format_params, gflops,
-                           latency, optimize_for_inference)
+from helpers.bench import (FLOP_CONVENTION, argmax_agreement, count_parameters, fold_conv_bn, format_params,
+                           gflops, latency, optimize_for_inference)
 from helpers.errors import UserError
 
 
@@ -58,6 +58,12 @@ def test_gflops_of_a_conv_matches_the_hand_formula():
     assert gflops(conv, (1, 3, 32, 32)) == pytest.approx(2 * 16 * 32 * 32 * 3 * 9 / 1e9)
     dw = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False)  # output 16 x 16
     assert gflops(dw, (2, 8, 32, 32)) == pytest.approx(2 * 2 * 8 * 16 * 16 * 1 * 9 / 1e9)
+
+
+def test_one_flop_convention_a_multiply_add_is_two_flops():
+    conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)  # 9 multiply-adds per output pixel, 8 x 8 outputs
+    assert gflops(conv, (1, 1, 8, 8)) * 1e9 == 2 * 9 * 64
+    assert "multiply-add counted as 2" in FLOP_CONVENTION and "torch.utils.flop_counter" in FLOP_CONVENTION
 
 
 def test_gflops_restores_training_mode():

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
-from helpers import compare, engine
+from helpers import bench, compare, engine, metrics, report
+from helpers.voc import CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -33,6 +36,59 @@ def two_seeds(tmp_path_factory, demo_root):
         for s in compare.seeds_of(cfg):
             engine.fit(cfg, method, seed=s, progress=False)
     return cfg
+
+
+def _fake_evals(cfg, n_images=30):
+    """{eval key: eval result} like `load_all`'s, from random per-image matrices (no model runs)."""
+    rng = np.random.default_rng(0)
+    c = len(CLASSES)
+    evals = {}
+    keys = ["teacher"] + [m if s == cfg.seed else f"{m}_seed{s}"
+                          for m in compare.STUDENTS for s in compare.seeds_of(cfg)]
+    for i, key in enumerate(keys):
+        cms = rng.integers(0, 20, size=(n_images, c, c)) + np.eye(c, dtype=np.int64) * rng.integers(20, 200)
+        evals[key] = dict(metrics.summarize(cms, [f"val_{j:05d}" for j in range(n_images)]), per_image_cm=cms)
+    return evals
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_table_delta_is_the_difference_of_its_mIoU_column(seeds, tmp_path, monkeypatch):
+    """compare() on precomputed evals: Δ = difference of the rows' mIoU (means over seeds); the
+    interval is seed-level with several seeds and says so; the image bootstrap with one seed."""
+    from helpers.config import Config
+
+    cfg = Config(run_name="fake", reports_dir=str(tmp_path), device="cpu", seeds=seeds, bootstrap_resamples=200,
+                 latency_size=32)
+    evals = _fake_evals(cfg)
+    models = {k: torch.nn.Conv2d(3, len(CLASSES), 1) for k in ("teacher",) + compare.STUDENTS}
+    monkeypatch.setattr(compare, "load_all", lambda cfg, progress=True: (models, evals, list(range(30))))
+    monkeypatch.setattr(bench, "optimize_for_inference", lambda m, path, size: m)
+    monkeypatch.setattr(bench, "gflops", lambda m, size: 0.1)
+    fake_lat = {"mean_ms": 1.0, "std_ms": 0.1, "device": "cpu", "threads": 1, "dtype": "float32",
+                "input_size": [1, 3, 32, 32]}
+    monkeypatch.setattr(bench, "latency", lambda models, *a, **k: {m: dict(fake_lat) for m in models})
+    results = compare.compare(cfg, progress=False)
+    rows = {r["method"]: r for r in results["rows"]}
+    for m in ("response", "feature"):
+        d, r = rows[m]["diff_vs_baseline"], rows[m]
+        assert d["diff"] == pytest.approx(r["miou"] - rows["baseline"]["miou"], abs=1e-12)
+        assert len(d["per_seed"]) == seeds == d["n_seeds"] == r["n_seeds"]
+        assert d["per_seed"] == pytest.approx(np.subtract(r["per_seed_miou"], rows["baseline"]["per_seed_miou"]))
+        assert r["miou"] == pytest.approx(np.mean(r["per_seed_miou"]))
+        assert d["low"] <= d["diff"] <= d["high"] and d["significant"] == (d["low"] > 0 or d["high"] < 0)
+    assert rows["teacher"]["n_seeds"] == 1 and rows["teacher"]["diff_vs_baseline"] is None
+    assert all(r["miou_ci"][0] <= r["miou"] <= r["miou_ci"][1] for r in rows.values())
+    data = report.read_table_json(tmp_path / "fake")
+    assert data["rows"][0]["per_seed_miou"] == rows[data["rows"][0]["method"]]["per_seed_miou"]
+    text = report.analysis_text(results)
+    if seeds == 1:
+        assert "paired percentile bootstrap" in results["protocol"]
+        assert "One seed: the interval covers the choice of val images, not training noise" in text
+    else:
+        assert "seed-level t-interval over 3 seeds" in results["protocol"]
+        assert "per seed: " + ", ".join(f"{v:+.4f}" for v in rows["response"]["diff_vs_baseline"]["per_seed"]) in text
+        assert "seed-level" in text and "training noise" in text
+        assert "per seed:" in (tmp_path / "fake" / "kd_comparison_results.txt").read_text()
 
 
 def test_compare_cli_with_two_seeds_shows_mean_and_std(two_seeds):

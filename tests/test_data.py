@@ -255,3 +255,42 @@ def test_collate_pads_cached_maps_of_different_sizes_without_moving_them():
     for k, (m, geo) in enumerate(((a, ga), (b, gb))):
         alone = sample_cached(m[None], geo[None], (10, 10))[0]
         assert torch.allclose(together[k], alone, atol=1e-5), k
+
+
+@pytest.mark.parametrize("size", [(201, 149), (251, 253)])
+@pytest.mark.parametrize("stride", [4, 8])
+def test_cached_maps_sample_where_the_online_teacher_looks_for_any_image_size(size, stride):
+    """An identity 'teacher' on a ramp image of a size that is no multiple of the stride: the cached
+    map (pooled by `stride`), sampled at a random scale/crop/flip, equals the online teacher's output
+    on the augmented crop (the crop itself) in the interior, to within uint8 rounding. The map of
+    the old pooling (ceil_mode, extent taken as the image's) drifts toward the bottom-right."""
+    from helpers.transforms import TrainAugment, eval_transform, pool_map, sample_cached
+
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    ramp = np.stack([255 * xx / (w - 1), 255 * yy / (h - 1), np.full_like(xx, 128.0)], -1)
+    image, labels = Image.fromarray(np.round(ramp).astype(np.uint8)), np.zeros((h, w), np.uint8)
+    full = eval_transform()(image, labels)[0][None]                  # what the teacher pass sees
+    aug, level = TrainAugment(64, 90, 220), 1 / 255 / 0.229          # one uint8 step, normalised
+    cached, old = pool_map(full, stride)[0], torch.nn.functional.avg_pool2d(full, stride, ceil_mode=True)[0]
+    worst, worst_old = 0.0, 0.0
+    for s in range(12):
+        torch.manual_seed(s)
+        crop, mask = aug(image, labels)                              # the online teacher's output
+        torch.manual_seed(s)
+        _, _, soft, geo = aug(image, labels, cached, stride)
+        torch.manual_seed(s)
+        *_, geo_old = aug(image, labels, old)                        # old: map taken to cover the image
+        new = sample_cached(soft[None], geo[None], (64, 64))[0]
+        was = sample_cached(old[None], geo_old[None], (64, 64))[0]
+        # interior: crop pixels that lie 2 strides or more inside the image (not padding)
+        ox = ((geo[0] * torch.arange(64) + geo[1] + 1) / 2 * stride * soft.shape[-1] - 0.5)
+        oy = ((geo[2] * torch.arange(64) + geo[3] + 1) / 2 * stride * soft.shape[-2] - 0.5)
+        inside = ((oy > 2 * stride) & (oy < h - 2 * stride))[:, None] & ((ox > 2 * stride) & (ox < w - 2 * stride))[None]
+        inside &= mask != 255
+        assert inside.sum() > 200, s
+        worst = max(worst, (new - crop)[:2, inside].abs().max().item() / level)
+        worst_old = max(worst_old, (was - crop)[:2, inside].abs().max().item() / level)
+    print(f"{size} stride {stride}: worst {worst:.2f} levels, old geometry {worst_old:.2f}")
+    assert worst < 1.2            # within rounding of the uint8 image and of its resized crop
+    assert worst_old > 2 * worst  # the old geometry is measurably off: the test can tell

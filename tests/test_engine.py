@@ -3,6 +3,8 @@ an uninterrupted one, the three students differ only in their loss, checkpoints 
 finished models are reused and the teacher is never touched."""
 import json
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -274,3 +276,127 @@ def test_a_cache_in_the_old_one_file_per_image_format_is_rebuilt(tiny_cfg):
     (folder / "complete.json").write_text(json.dumps({"images": 12, "stride": 4}))  # format 1
     assert engine.teacher_cache(cfg, teacher, torch.device("cpu"), progress=False) == folder
     assert (folder / "logits.f16").is_file() and len(engine.LogitCache(folder).row) == 12
+
+
+# --- seeds, batching and the teacher's identity (numbers a reader can trust) -------------------
+
+class _Indexed(torch.utils.data.Dataset):
+    """Samples that name themselves: image and mask hold the sample's index."""
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, i):
+        return torch.full((1, 1, 1), float(i)), torch.full((1, 1), i)
+
+
+def _epoch(ds, cfg, seed, epoch=0):
+    return [b for b in engine.epoch_loader(ds, cfg, seed, epoch)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_seeds_differ_in_batch_order_and_in_augmentation(tiny_cfg, workers):
+    cfg = tiny_cfg.replace(num_workers=workers, batch_size=12)
+    order = {s: [b[1].flatten().tolist() for b in _epoch(_Indexed(), cfg, s)] for s in (0, 1)}
+    assert order[0] != order[1]                                   # seed 1 sees another order
+    assert order[0] == [b[1].flatten().tolist() for b in _epoch(_Indexed(), cfg, 0)]  # reproducible
+    engine.prepare_data(cfg, progress=False)
+    ds = engine.dataset(cfg, cfg.train_split, train=True)
+
+    def drawn(seed):  # each augmented sample, independent of the order: sorted pixel sums
+        (images, _), = _epoch(ds, cfg, seed)
+        return sorted(round(v, 3) for v in images.sum((1, 2, 3)).tolist())
+
+    a = drawn(0)
+    assert a == drawn(0)            # the same seed: the same draws
+    assert a != drawn(1)            # another seed: other scales, crops and flips
+    assert a != sorted(round(v, 3) for v in _epoch(ds, cfg, 0, epoch=1)[0][0].sum((1, 2, 3)).tolist())
+
+
+def test_the_three_methods_of_one_seed_train_on_identical_batches(tiny_cfg, monkeypatch):
+    import hashlib
+
+    seen, current = {}, ["teacher"]
+    real = engine.distill_loss
+
+    def recording(method, student_out, masks, *a, **k):
+        seen.setdefault(current[0], []).append(hashlib.sha1(masks.cpu().numpy().tobytes()).hexdigest())
+        return real(method, student_out, masks, *a, **k)
+
+    monkeypatch.setattr(engine, "distill_loss", recording)
+    cfg = tiny_cfg.replace(seed=3, scale_min=0.5, scale_max=1.5)
+    engine.get_teacher(cfg, torch.device("cpu"), progress=False)
+    for method in ("baseline", "response", "feature"):
+        current[0] = method
+        engine.fit(cfg, method, progress=False)
+    current[0] = "cached"
+    engine.fit(cfg.replace(run_name="c", teacher_cache=True), "response", progress=False)
+    assert len(seen["baseline"]) == 2 * (12 // 4)
+    assert seen["baseline"] == seen["response"] == seen["feature"] == seen["cached"]
+    current[0] = "other seed"
+    engine.fit(cfg, "baseline", seed=4, progress=False)
+    assert seen["other seed"] != seen["baseline"]
+
+
+class _MixedSizes(torch.utils.data.Dataset):
+    sizes = [(40, 56), (56, 40), (40, 56), (48, 48), (40, 56), (56, 40), (48, 48), (40, 56), (33, 47)]
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.items = [(torch.randn(3, h, w, generator=g) + 0.5, torch.randint(0, 21, (h, w), generator=g))
+                      for h, w in self.sizes]
+        self.ids = [f"im{i}" for i in range(len(self.items))]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+class _GlobalContext(torch.nn.Module):
+    """Per-pixel logits plus a global-average-pooled context branch, as ASPP and LR-ASPP have."""
+
+    def __init__(self):
+        super().__init__()
+        self.local, self.context = torch.nn.Conv2d(3, 21, 3, padding=1), torch.nn.Conv2d(3, 21, 1)
+
+    def forward(self, x):
+        return self.local(x) + self.context(x.mean((2, 3), keepdim=True))
+
+
+def test_evaluation_does_not_depend_on_which_images_share_a_batch():
+    """A global-pooling branch sees zero padding (what batching mixed sizes used to do) and changes
+    its predictions; evaluation groups only equal sizes, and equals batch-1 evaluation exactly."""
+    from helpers.transforms import collate_pad
+
+    torch.manual_seed(0)
+    model, ds = _GlobalContext().eval(), _MixedSizes()
+    one = engine.evaluate(model, ds, batch_size=1)
+    assert (one["per_image_cm"].sum((0, 1)) > 0).sum() > 10  # varied predictions
+    for bs in (2, 4, 16):
+        batched = engine.evaluate(model, ds, batch_size=bs)
+        assert np.array_equal(batched["per_image_cm"], one["per_image_cm"]), bs
+        assert batched["ids"] == ds.ids
+    images, _ = collate_pad([ds[i] for i in range(len(ds))])  # the old way: one padded canvas
+    padded = engine.predict(model, images, "cpu")[1, :56, :40]
+    assert (padded != engine.predict(model, ds[1][0][None], "cpu")[0]).float().mean() > 0.05
+
+
+def test_the_teachers_evaluation_cache_is_keyed_by_the_teacher_itself(tiny_cfg, tmp_path):
+    from helpers import checkpoint
+
+    path = tmp_path / "t.pt"
+    state = {"method": "teacher", "arch": "compact_s", "num_classes": 21}
+    torch.manual_seed(0)
+    checkpoint.save({**state, "model": build_model("compact_s").state_dict()}, path)
+    cfg = tiny_cfg.replace(teacher_weights=str(path), teacher_arch="compact_s")
+    first = engine.teacher_identity(cfg)
+    assert first == engine.teacher_identity(cfg)
+    checkpoint.save({**state, "model": build_model("compact_s").state_dict()}, path)  # other weights
+    assert engine.teacher_identity(cfg) != first
+    tv = tiny_cfg.replace(teacher_arch="deeplabv3_resnet101", teacher_weights="torchvision", teacher_epochs=0)
+    assert engine.teacher_identity(tv) == "deeplabv3_resnet101-torchvision-COCO_WITH_VOC_LABELS_V1"
+    assert engine.teacher_identity(tiny_cfg) == tiny_cfg.teacher_key()
+    with pytest.raises(UserError, match="can't be read"):
+        engine.teacher_identity(cfg.replace(teacher_weights=str(tmp_path / "missing.pt")))

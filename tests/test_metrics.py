@@ -8,7 +8,8 @@ import torch
 
 from helpers.errors import UserError
 from helpers.metrics import (bootstrap_miou, bootstrap_miou_diff, confusion_matrix, iou_per_class,
-                             mean_iou, per_image_scores, pixel_accuracy, summarize)
+                             mean_iou, paired_delta_ci, per_image_scores, pixel_accuracy, seed_miou_ci,
+                             summarize)
 
 
 def test_confusion_matrix_hand_case_rows_are_ground_truth():
@@ -168,3 +169,106 @@ def test_summarize():
     assert s["ids"] == ["a", "b"] and s["num_images"] == 2
     with pytest.raises(UserError):
         summarize(cms, ["a"])
+
+
+# --------------------------------------------------------------------------- seed-level intervals
+def test_paired_delta_ci_with_one_seed_is_the_paired_image_bootstrap():
+    a, b = _random_per_image_cms(25, seed=1, correct=0.7), _random_per_image_cms(25, seed=2)
+    res = paired_delta_ci(a[None], b[None], resamples=300, level=0.9, rng=3)
+    old = bootstrap_miou_diff(b, a, n_resamples=300, seed=3, level=0.9)  # old order: b - a
+    assert (res["delta"], res["low"], res["high"], res["significant"]) == \
+        (old["diff"], old["low"], old["high"], old["significant"])
+    assert res["delta"] == pytest.approx(mean_iou(a.sum(0)) - mean_iou(b.sum(0)))
+    assert res["per_seed"] == [res["delta"]] and res["n_seeds"] == 1
+    assert res["resamples"] == 300 and res["level"] == 0.9 and "bootstrap" in res["method"]
+    one = seed_miou_ci(a[None], resamples=300, rng=5)
+    assert (one["miou"], one["low"], one["high"]) == tuple(bootstrap_miou(a, 300, seed=5)[k]
+                                                          for k in ("miou", "low", "high"))
+
+
+def test_paired_delta_ci_delta_is_the_mean_of_per_seed_deltas():
+    a = torch.stack([_random_per_image_cms(20, seed=s, correct=0.55 + 0.05 * s) for s in range(3)])
+    b = torch.stack([_random_per_image_cms(20, seed=10 + s, correct=0.6) for s in range(3)])
+    res = paired_delta_ci(a, b, resamples=200, rng=0)
+    want = [mean_iou(a[s].sum(0)) - mean_iou(b[s].sum(0)) for s in range(3)]
+    assert res["per_seed"] == pytest.approx(want) and res["delta"] == pytest.approx(np.mean(want))
+    assert res["low"] < res["delta"] < res["high"] and res["n_seeds"] == 3 and "t-interval" in res["method"]
+    assert paired_delta_ci(a, b, resamples=200, rng=0) == res  # reproducible
+    ci = seed_miou_ci(a, resamples=200, rng=0)
+    assert ci["per_seed"] == pytest.approx([mean_iou(m.sum(0)) for m in a])
+    assert ci["miou"] == pytest.approx(np.mean(ci["per_seed"])) and ci["low"] < ci["miou"] < ci["high"]
+    same = paired_delta_ci(a, a.clone(), resamples=50)
+    assert same["delta"] == same["low"] == same["high"] == 0.0 and same["significant"] is False
+
+
+def test_paired_delta_ci_rejects_mismatched_shapes():
+    a = torch.stack([_random_per_image_cms(6, seed=s) for s in range(3)])
+    with pytest.raises(UserError):  # different numbers of seeds
+        paired_delta_ci(a, a[:2])
+    with pytest.raises(UserError):  # different images
+        paired_delta_ci(a, a[:, :5])
+    with pytest.raises(UserError):  # (N, C, C) instead of (S, N, C, C)
+        paired_delta_ci(a[0], a[0])
+    with pytest.raises(UserError):
+        seed_miou_ci(a[0])
+
+
+SIM_CLASSES, SIM_IMAGES, SIM_PIXELS = 4, 40, 300
+SEED_SD = 0.25  # training noise: per (method, seed, class) shift of the logit of a pixel being right
+IMAGE_SD = 0.6  # how hard each image/class is, shared by all models
+METHOD_IMAGE_SD = 0.1  # per (method, image, class), shared by a method's seeds: val-sampling noise
+EFFECT = 0.8  # true effect (logit): about +0.17 mIoU, ~6x the seed sd of one seed's mIoU (0.026)
+
+
+def _simulated_study(rng, seeds: int, effect: float):
+    """(cms_a, cms_b), each (S, N, C, C): a fresh val set, then S training runs of a and of b.
+
+    A pixel of class c in image i is right with probability sigmoid(base_c + effect + seed shift
+    + image difficulty + method x image term), wrong pixels go to the other classes uniformly;
+    the seed shifts are drawn independently per method and seed (same distribution for a and b).
+    Training noise (per-seed mIoU sd ~0.026) is ~3x the image noise of one seed's delta (~0.008).
+    """
+    c, n = SIM_CLASSES, SIM_IMAGES
+    gt = rng.multinomial(SIM_PIXELS, rng.dirichlet(np.full(c, 0.8), size=n))  # (N, C) pixels per class
+    hard = rng.normal(0, IMAGE_SD, (n, c)) + np.linspace(0.5, 1.5, c)
+    others = [[j for j in range(c) if j != k] for k in range(c)]
+
+    def method(shift):
+        logit = shift + hard + rng.normal(0, SEED_SD, (seeds, 1, c)) + rng.normal(0, METHOD_IMAGE_SD, (n, c))
+        right = rng.binomial(gt, 1 / (1 + np.exp(-logit)))  # (S, N, C)
+        wrong = rng.multinomial(gt - right, np.full(c - 1, 1 / (c - 1)))  # (S, N, C, C-1)
+        cms = np.zeros((seeds, n, c, c), np.int64)
+        for k in range(c):
+            cms[:, :, k, k] = right[:, :, k]
+            cms[:, :, k, others[k]] = wrong[:, :, k]
+        return cms
+
+    return method(effect), method(0.0)
+
+
+def _rejection_rates(seeds: int, effect: float, studies: int) -> tuple[float, float]:
+    """(share of studies whose seed-level interval excludes 0, same for the old pooled bootstrap)."""
+    rng = np.random.default_rng(100 + seeds)
+    new = old = 0
+    for i in range(studies):
+        a, b = _simulated_study(rng, seeds, effect)
+        new += paired_delta_ci(a, b, resamples=200, rng=i)["significant"]
+        # the old table: per-image matrices summed over seeds, images resampled, seeds held fixed
+        old += bootstrap_miou_diff(b.sum(0), a.sum(0), n_resamples=200, seed=i)["significant"]
+    return new / studies, old / studies
+
+
+@pytest.mark.parametrize("seeds", [3, 5])
+def test_seed_level_interval_is_calibrated_when_there_is_no_effect(seeds):
+    new, old = _rejection_rates(seeds, 0.0, studies=400)
+    print(f"\nno effect, S={seeds}: seed-level interval excludes 0 in {new:.1%} of studies, "
+          f"pooled image-only bootstrap in {old:.1%} (nominal 5%)")
+    assert new <= 0.10
+    assert old >= 0.30  # seeds held fixed: the old interval calls noise "distinguishable" (~60%)
+
+
+@pytest.mark.parametrize("seeds", [3, 5])
+def test_seed_level_interval_finds_a_true_effect(seeds):
+    new, _ = _rejection_rates(seeds, EFFECT, studies=300)
+    print(f"\ntrue effect, S={seeds}: the interval excludes 0 in {new:.1%} of studies")
+    assert new >= 0.80

@@ -80,9 +80,11 @@ def test_bench_writes_a_complete_bench_json(bench):
     assert all(positive(v) for v in r["gflop_per_s"].values())
     assert positive(r["gflops"]["student"]) and r["gflops"]["teacher"] > r["gflops"]["student"]
     assert "student/int8" in r["argmax_agreement"]        # compact student on CPU: int8 is tried
+    assert r["agreement_split"] == "val" and "multiply-add counted as 2" in r["flop_convention"]
     assert r["cuda_peak_mem_mb"] is None
     table = perf.format_table(r)  # what the CLI prints
-    assert all(k in table for k in KINDS + ("workers=1", "student/jit", "teacher/eager", "cached response-KD epoch"))
+    assert all(k in table for k in KINDS + ("workers=1", "student/jit", "teacher/eager", "cached response-KD epoch",
+                                            r["flop_convention"], "on 3 real val images"))
 
 
 def test_compiled_paths_agree_with_eager_on_real_images(bench):
@@ -115,3 +117,25 @@ def test_cli_bench_arguments_reach_perf_main(monkeypatch, tmp_path):
     real.bind(**seen)  # every argument the CLI passes is one main accepts
     assert (seen["image_size"], seen["batch_size"], seen["preset"]) == (48, 8, "smoke")
     assert str(seen["out"]) == str(tmp_path / "b.json")
+
+
+def test_agreement_is_measured_on_real_val_images_with_the_tables_path_function(tiny_cfg, monkeypatch):
+    """The table's latency column times bench.optimize_for_inference(model, cfg.inference_path, size);
+    the bench's agreement must come from that same function, on real eval_split images (not noise)."""
+    from helpers import bench as bench_mod
+
+    built, seen = [], []
+    real_opt, real_agree = bench_mod.optimize_for_inference, bench_mod.argmax_agreement
+    monkeypatch.setattr(bench_mod, "optimize_for_inference",
+                        lambda net, path, *a, **k: built.append(path) or real_opt(net, path, *a, **k))
+    monkeypatch.setattr(bench_mod, "argmax_agreement",
+                        lambda a, b, images: seen.append(list(images)) or real_agree(a, b, images))
+    student, teacher = build_model("compact_s").eval(), build_model("compact_l").eval()
+    r = perf.inference(student, teacher, tiny_cfg, torch.device("cpu"), 32, threads=1, rounds=1,
+                       min_run_time=0.01, images=3, int8=False)
+    assert built == ["eager", "fused", "jit"] * 2
+    val = engine.dataset(tiny_cfg, tiny_cfg.eval_split)
+    for images in seen:
+        assert len(images) == 3 and all(torch.equal(x[0], val[i][0]) for i, x in enumerate(images))
+    assert r["agreement_split"] == "val" and set(r["argmax_agreement"]) == {
+        "student/fused", "student/jit", "teacher/fused", "teacher/jit"}
