@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PRESET ?= demo
 
-.PHONY: setup report test lab clean-reports
+.PHONY: setup report test test-fast lab clean-reports
 
 setup: $(STAMP)
 
@@ -20,6 +20,9 @@ report: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)   # the suite without the tests marked slow (notebooks, training runs)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

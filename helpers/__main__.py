@@ -7,7 +7,7 @@
     python -m helpers qualitative --checkpoint PATH --output-dir DIR [--num-success 10] [--num-failure 10]
     python -m helpers demo-data --root DIR [--seed N]
     python -m helpers bench [--device cpu|cuda] [--image-size S] [--batch-size B]
-    python -m helpers docs      (regenerate README.md's parameter table from the notebooks)
+    python -m helpers docs [--results RUN_DIR] [--sweep DIR]... [--teacher CKPT]...   (regenerate README.md's tables)
 
 A user's mistake prints one short paragraph and exits with status 2; `--debug` shows the traceback.
 """
@@ -110,11 +110,15 @@ def cmd_bench(a):
 
 
 def cmd_docs(a):
+    from . import readme
     from .runner import PROJECT_ROOT, readme_with_parameters
 
     path = PROJECT_ROOT / "README.md"
-    path.write_text(readme_with_parameters(path.read_text()))
-    print(f"regenerated the parameter table in {path}")
+    text = readme.regenerate(readme_with_parameters(path.read_text()), a.results, a.sweep or (), a.teacher or ())
+    path.write_text(text)
+    done = ["the parameter table"] + (["timings", "results"] if a.results else []) + \
+        (["teacher curves"] if a.teacher else []) + (["calibration"] if a.sweep else [])
+    print(f"regenerated {', '.join(done)} in {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,7 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "their teacher pass is slow on a CPU with a torchvision teacher)")
     b.add_argument("--out", type=Path, default=Path("reports/bench.json"))
     b.set_defaults(func=cmd_bench)
-    doc = sub.add_parser("docs", help="regenerate README.md's parameter table from the notebooks")
+    doc = sub.add_parser("docs", help="regenerate README.md's parameter table (and its demo figures from run files)")
+    doc.add_argument("--results", type=Path, help="a run folder (reports/demo): its timings and comparison table")
+    doc.add_argument("--sweep", type=Path, action="append", help="a sweep folder: its calibration table (repeatable)")
+    doc.add_argument("--teacher", type=Path, action="append", help="a teacher checkpoint: its holdout curve (repeatable)")
     doc.set_defaults(func=cmd_docs)
     return p
 

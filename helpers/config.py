@@ -34,7 +34,7 @@ class Config:
     teacher_split: str = "teacher"        # split the demo teacher (or a VOC fine-tune) trains on
     monitor_split: str = "holdout"        # split evaluated each epoch for the curves (never selects)
     eval_split: str = "val"               # the split the table reports on
-    crop_size: int = 64                   # training crop (pixels); padded with 255 where needed
+    crop_size: int = 48                   # training crop (pixels); padded with 255 where needed
     base_size: int = 64                   # shorter side before random scaling
     scale_min: float = 0.75               # random scale range for training
     scale_max: float = 1.25
@@ -48,9 +48,9 @@ class Config:
     teacher_lr: float = 0.004             # learning rate for the teacher's training
     # training (the same for all three students)
     epochs: int = 30                      # passes over train_split
-    batch_size: int = 32
+    batch_size: int = 16
     optimizer: str = "adamw"              # "adamw" or "sgd" (momentum 0.9)
-    lr: float = 0.004                     # peak learning rate (poly decay, power 0.9, after warm-up)
+    lr: float = 0.01                      # peak learning rate (poly decay, power 0.9, after warm-up)
     weight_decay: float = 1e-4
     warmup_iters: int = 50                # linear warm-up steps
     amp: bool = True                      # mixed precision on CUDA (bf16, or fp16 with a scaler)

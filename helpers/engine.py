@@ -80,7 +80,8 @@ def prepare_data(cfg: Config, progress: bool = True) -> Path:
 def dataset(cfg: Config, split: str, train: bool = False) -> voc.SegDataset:
     tf = (train_transform(cfg.crop_size, cfg.base_size, (cfg.scale_min, cfg.scale_max)) if train
           else eval_transform())
-    return voc.get_dataset(cfg.data_root, split, tf, sbd_root=cfg.sbd_root or None)
+    return voc.get_dataset(cfg.data_root, split, tf, sbd_root=cfg.sbd_root or None,
+                           keep_decoded=cfg.dataset == "demo")
 
 
 def _seed_worker(worker_id):

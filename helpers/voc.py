@@ -192,9 +192,12 @@ class SegDataset:
     Returns (image tensor (3, H, W) float, mask tensor (H, W) int64) after `transform`.
     """
 
-    def __init__(self, items, transform=None):
+    def __init__(self, items, transform=None, keep_decoded: bool = False):
         self.items = list(items)
         self.transform = transform
+        # keep_decoded: hold every decoded sample in memory after its first read (the demo's small
+        # images: ~16 KB each); a training epoch then skips JPEG/PNG decoding. Off for VOC's large images.
+        self._decoded = {} if keep_decoded else None
 
     @property
     def ids(self) -> list[str]:
@@ -204,9 +207,14 @@ class SegDataset:
         return len(self.items)
 
     def load(self, index: int):
-        """The raw sample: (PIL RGB image, uint8 (H, W) labels)."""
+        """The raw sample: (PIL RGB image, uint8 (H, W) labels). Transforms never modify them in place."""
+        if self._decoded is not None and index in self._decoded:
+            return self._decoded[index]
         _, im, m = self.items[index]
-        return load_sample(im, m)
+        sample = load_sample(im, m)
+        if self._decoded is not None:
+            self._decoded[index] = sample
+        return sample
 
     def __getitem__(self, index: int):
         img, labels = self.load(index)
@@ -215,7 +223,8 @@ class SegDataset:
         return self.transform(img, labels)
 
 
-def get_dataset(root, split: str, transform=None, download: bool = False, sbd_root=None) -> SegDataset:
+def get_dataset(root, split: str, transform=None, download: bool = False, sbd_root=None,
+                keep_decoded: bool = False) -> SegDataset:
     """One split of a VOC-layout tree (real VOC 2012 or the generated demo)."""
     if download and not voc_dir(root).is_dir():
         download_voc(root)
@@ -223,7 +232,7 @@ def get_dataset(root, split: str, transform=None, download: bool = False, sbd_ro
         items = read_train_aug(root, sbd_root or Path(root) / "SBD")
     else:
         items = read_split(root, split)
-    return SegDataset(items, transform)
+    return SegDataset(items, transform, keep_decoded)
 
 
 def available_splits(root) -> list[str]:

@@ -1,0 +1,35 @@
+"""`python -m helpers docs`: the README's demo figures are copied from the files a run writes."""
+import json
+
+import pytest
+
+from helpers import readme
+from helpers.errors import UserError
+
+
+def test_a_block_is_replaced_between_its_markers_and_nothing_else():
+    text = "a\n<!-- x:start -->\nold\n<!-- x:end -->\nb\n<!-- y:start -->\nkeep\n<!-- y:end -->\n"
+    out = readme.replace_block(text, "x", "new 1\nnew 2")
+    assert out == "a\n<!-- x:start -->\nnew 1\nnew 2\n<!-- x:end -->\nb\n<!-- y:start -->\nkeep\n<!-- y:end -->\n"
+    assert readme.replace_block(out, "x", "new 1\nnew 2") == out  # regenerating changes nothing
+    with pytest.raises(UserError, match="lacks the markers"):
+        readme.replace_block(text, "z", "")
+
+
+def test_results_and_timings_come_from_the_run_folder(tmp_path):
+    rows = [{"method": m, "label": label, "miou": mean, "miou_std": 0.01, "n_seeds": 2, "per_seed_miou": seeds,
+             "params": 106_000, "params_str": "106.0K", "latency_ms": 1.0, "latency_std_ms": 0.1,
+             "pixel_acc": 0.9, "gflops": 0.05,
+             "diff_vs_baseline": None if m == "baseline" else
+             {"diff": mean - 0.5, "low": -0.1, "high": 0.2, "level": 0.95, "significant": False,
+              "per_seed": [s - b for s, b in zip(seeds, (0.49, 0.51))], "n_seeds": 2}}
+            for m, label, mean, seeds in (("baseline", "Without KD", 0.5, [0.49, 0.51]),
+                                          ("response", "Response-based", 0.55, [0.53, 0.57]))]
+    (tmp_path / "kd_comparison_results.json").write_text(json.dumps({"rows": rows, "seeds": [0, 1], "run": "r"}))
+    (tmp_path / "timings.json").write_text(json.dumps({"01_data": 12.0, "02_baseline": 100.4, "total": 112.4}))
+    md = readme.results_markdown(tmp_path)
+    assert "| Response-based | 0.5300 | 0.5700 | 0.5500 ± 0.0100 |" in md
+    assert "| Δ Response-based | +0.0400 | +0.0600 | +0.0500 |" in md
+    assert "**112 s (1.9 min)**" in readme.timings_markdown(tmp_path)
+    with pytest.raises(UserError, match="timings.json not found"):
+        readme.timings_markdown(tmp_path / "nope")
