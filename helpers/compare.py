@@ -78,6 +78,33 @@ def load_all(cfg: Config, progress=True):
     return models, evals, ds
 
 
+def seed_summary(cfg: Config, method: str, students: dict, device, val=None) -> str:
+    """Val mIoU of `students` ({seed: model}, one method) beside the baseline of the same seed, as text.
+
+    What notebooks 02-04 print after training; a missing baseline is said, not hidden. The verdict
+    on each difference is notebook 05's (seed-level interval), not this quick look's.
+    """
+    val = val if val is not None else engine.dataset(cfg, cfg.eval_split)
+    lines = [f"{cfg.eval_split} mIoU ({len(val)} images), final-epoch models of run '{cfg.run_name}':",
+             f"{'seed':<6}{LABELS[method]:>16}" + (f"{LABELS['baseline']:>14}{'Δ':>9}" if method != "baseline" else "")]
+    missing = []
+    for s, model in students.items():
+        m = engine.evaluate(model, val, device)["miou"]
+        row = f"{s:<6}{m:>16.4f}"
+        if method != "baseline":
+            path = engine.checkpoint_path(cfg, "baseline", s)
+            if path.is_file():
+                b = engine.evaluate(engine.load_model(path, device)[0], val, device)["miou"]
+                row += f"{b:>14.4f}{m - b:>+9.4f}"
+            else:
+                missing.append(s)
+        lines.append(row)
+    if missing:
+        lines.append(f"No baseline for seed(s) {', '.join(map(str, missing))} of run '{cfg.run_name}' yet: run "
+                     "notebook 02_baseline (or `python -m helpers train --method baseline --seed S`) to compare.")
+    return "\n".join(lines)
+
+
 def _stacked(evals, method, seeds, cfg):
     """((S, N, C, C) per-seed per-image matrices, the eval keys used); the teacher has one seed."""
     keys = ["teacher"] if method == "teacher" else [method if s == cfg.seed else f"{method}_seed{s}" for s in seeds]

@@ -57,9 +57,9 @@ class Config:
     channels_last: bool = True            # memory format for convolutions
     monitor_every: int = 5                # evaluate monitor_split every N epochs (and the last)
     # distillation
-    alpha: float = 0.5                    # weight of the response-KD term
-    temperature: float = 4.0              # softmax temperature T of response KD
-    teacher_cache: bool = False           # response KD from cached teacher logits (one teacher pass)
+    alpha: float = 1.0                    # weight of the response-KD term
+    temperature: float = 2.0              # softmax temperature T of response KD
+    teacher_cache: bool = True            # response KD from cached teacher logits (one teacher pass); False: online
     cache_stride: int = 4                 # the cached logits are average-pooled by this factor
     beta: float = 1.0                     # weight of the feature-KD term
     feature_loss: str = "hint"            # "hint" (FitNets MSE) or "cwd" (channel-wise distillation)

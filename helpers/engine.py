@@ -220,9 +220,9 @@ def teacher_identity(cfg: Config) -> str:
                             "give the path of a checkpoint, or 'scratch' / 'torchvision'.") from None
         return f"{cfg.teacher_arch}-file-{h.hexdigest()[:12]}"
     if cfg.teacher_weights == "torchvision" and cfg.teacher_epochs == 0:
-        from torchvision.models import segmentation as seg
+        from torchvision.models import get_model_weights
 
-        enum = seg.get_model_weights(getattr(seg, cfg.teacher_arch)).DEFAULT
+        enum = get_model_weights(cfg.teacher_arch).DEFAULT
         return f"{cfg.teacher_arch}-torchvision-{enum.name}"
     return cfg.teacher_key()
 

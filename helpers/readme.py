@@ -32,9 +32,9 @@ def _read_json(path: Path, made_by: str) -> dict:
 
 def timings_markdown(run_dir) -> str:
     t = _read_json(Path(run_dir) / "timings.json", "`python -m helpers run` (make report)")
-    parts = " | ".join(f"{k} {v:.0f} s" for k, v in t.items() if k != "total")
-    return (f"| total | {parts} |\n|---|{'---|' * (len(t) - 1)}\n"
-            f"| **{t['total']:.0f} s ({t['total'] / 60:.1f} min)** | {' | '.join(['·'] * (len(t) - 1))} |\n")
+    steps = [k for k in t if k != "total"]
+    return ("| " + " | ".join(steps) + " | **total** |\n|" + "---:|" * (len(steps) + 1) + "\n| "
+            + " | ".join(f"{t[k]:.0f} s" for k in steps) + f" | **{t['total']:.0f} s ({t['total'] / 60:.1f} min)** |\n")
 
 
 def results_markdown(run_dir) -> str:
@@ -43,8 +43,8 @@ def results_markdown(run_dir) -> str:
 
     results = _read_json(Path(run_dir) / "kd_comparison_results.json", "notebook 05_compare")
     out = [report.table_markdown(results).rstrip()]
-    rows = [r for r in results["rows"] if r.get("per_seed_miou")]
     seeds = results.get("seeds") or []
+    rows = [r for r in results["rows"] if len(r.get("per_seed_miou") or []) == len(seeds)]  # not the teacher
     if rows and len(seeds) > 1:
         out += ["", f"Every seed (val mIoU; Δ: paired with the baseline of the same seed):", "",
                 "| | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |",
@@ -89,7 +89,10 @@ def calibration_markdown(sweep_dirs) -> str:
     out = []
     for d in sweep_dirs:
         meta = _read_json(Path(d) / "sweep.json", "`python -m helpers sweep`")
-        out += [f"**{meta.get('method', Path(d).name)} KD** (`{Path(d).name}`):", "",
+        how = ""
+        if meta.get("method") == "response" and "teacher_cache" in meta.get("settings", {}):
+            how = ", cached teacher logits" if meta["settings"]["teacher_cache"] else ", online teacher"
+        out += [f"**{meta.get('method', Path(d).name)} KD**{how} (`{Path(d).name}`):", "",
                 sweep.table_markdown(Path(d) / "sweep.csv").rstrip(), ""]
     return "\n".join(out)
 

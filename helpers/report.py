@@ -194,6 +194,9 @@ def _notes(results: dict) -> list[str]:
         lines.append(f"Latency: mean ± std in ms per forward pass; device {lat.get('device', '?')}, "
                      f"{lat.get('threads', '?')} threads, {lat.get('dtype', '?')}, input {size}, "
                      f"path: {lat.get('path', '?')}.")
+    if any(_num(r.get("gflops")) is not None for r in results["rows"]):
+        lines.append("GFLOPs: per forward pass at the latency input size; 10^9 floating-point operations, a "
+                     "multiply-add counted as 2 (torch.utils.flop_counter).")
     if results.get("protocol"):
         lines.append(f"Protocol: {results['protocol']}.".replace("..", "."))
     if results.get("run"):
@@ -342,9 +345,12 @@ def _diff_sentence(row: dict, base: dict, level: str) -> str:
     if len(d.get("per_seed") or []) > 1:
         ci += f"; per seed: {_fmt_per_seed(d['per_seed'])}"
     if not _significant(d):
+        seeds = [v for v in d.get("per_seed") or [] if _num(v) is not None]
+        same_sign = len(seeds) > 1 and (all(v > 0 for v in seeds) or all(v < 0 for v in seeds))
         return (f"{name} vs Without KD: {ci}; the interval includes 0, so the difference is not "
-                f"distinguishable from zero: on this evidence {name} KD did not help, the "
-                f"difference is noise.")
+                f"distinguishable from zero: on this evidence {name} KD did not help measurably"
+                + (f" (every seed moved the same way, but {len(seeds)} seeds leave the interval wide; more "
+                   f"seeds would narrow it)." if same_sign else ", the difference is within the noise."))
     if d["diff"] > 0:
         return (f"{name} vs Without KD: {ci}; the interval excludes 0, so this gain is "
                 f"distinguishable from zero on this split.")

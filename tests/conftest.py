@@ -36,7 +36,7 @@ def tiny_cfg(demo_root, tmp_path):
 
     return Config(run_name="t", checkpoints_dir=str(tmp_path / "ckpt"), reports_dir=str(tmp_path / "reports"),
                   data_root=str(demo_root), demo_size=32, demo_scale=TINY_SCALE, crop_size=32, base_size=32, epochs=2, teacher_epochs=1,
-                  batch_size=4, warmup_iters=1, monitor_every=1, device="cpu", seeds=1,
+                  batch_size=4, warmup_iters=1, monitor_every=1, device="cpu", seeds=1, teacher_cache=False,
                   bootstrap_resamples=100, latency_size=32, latency_min_time=0.01)
 
 

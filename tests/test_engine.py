@@ -187,8 +187,8 @@ def test_a_checkpoint_trained_with_other_settings_is_not_silently_reused(tiny_cf
     cut = tiny_cfg.replace(run_name="cut")
     monkeypatch.undo()
     engine.fit(cut, "response", progress=False, stop_after_epoch=1)
-    with pytest.raises(UserError, match="temperature: 4.0 in the checkpoint, 2.0 now"):
-        engine.fit(cut.replace(temperature=2.0), "response", progress=False)
+    with pytest.raises(UserError, match=f"temperature: {cut.temperature!r} in the checkpoint, 3.0 now"):
+        engine.fit(cut.replace(temperature=3.0), "response", progress=False)
 
 
 def test_cached_teacher_logits_follow_the_augmentation(tiny_cfg):

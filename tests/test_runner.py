@@ -1,5 +1,6 @@
 """The runner: parameters come from the notebooks, mistakes are refused before anything runs, a
 failing notebook is named with its cell and kept, and a good run writes every executed notebook."""
+import json
 import nbformat
 import pytest
 import yaml
@@ -132,5 +133,8 @@ def test_successful_run_writes_executed_notebooks_with_their_parameters(nbs, tmp
     assert "c = \"zz\"" in injected[0].source and "b = " not in injected[0].source
     assert (tmp_path / "m1.txt.2").read_text() == f"7 zz myrun {out.parent}"
     lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("Total:") and "first" in lines[-1]  # and the breakdown in timings.json
+    assert set(json.loads((out / "timings.json").read_text())) == {"first", "second", "total"}
+    lines = lines[:-1]
     assert [line.split(" … ")[0] for line in lines] == ["[1/2] first", "[2/2] second"]
     assert all(" … done in " in line for line in lines)
