@@ -1,7 +1,7 @@
 """Command line: the same functions the notebooks call.
 
     python -m helpers run --preset {smoke,demo,voc} [--out DIR] [-p NAME VALUE]... [--force]
-    python -m helpers train --method {teacher,baseline,response,feature} [--seed S] [--epochs N] [--batch-size B] [--resume] [-p NAME VALUE]...
+    python -m helpers train --method {teacher,baseline,response,feature} [--seed S] [--epochs N] [--batch-size B] [--resume | --force] [-p NAME VALUE]...
     python -m helpers sweep --preset P --method {response,feature} --grid NAME=V1,V2,... [--grid ...] [--seeds N] [-p NAME VALUE]... --out DIR
     python -m helpers compare --run NAME [--preset P] [-p NAME VALUE]...
     python -m helpers qualitative --checkpoint PATH --output-dir DIR [--num-success 10] [--num-failure 10]
@@ -10,6 +10,9 @@
     python -m helpers docs [--results RUN_DIR] [--sweep DIR]... [--teacher CKPT]...   (regenerate README.md's tables)
 
 A user's mistake prints one short paragraph and exits with status 2; `--debug` shows the traceback.
+Parameters (-p data_root ..., checkpoints_dir, reports_dir, ...) that are relative paths mean the project
+root, as in the notebooks; the options that name a file or folder (--out, --checkpoint, ...) are read
+from the working directory, as usual for a command.
 """
 from __future__ import annotations
 
@@ -42,19 +45,24 @@ def cmd_run(a):
     from .runner import run
 
     overrides = _params(a.param)
-    run(a.preset, out_dir=a.out, overrides=overrides, force=a.force)
+    run(a.preset, out_dir=a.out.resolve() if a.out else None, overrides=overrides, force=a.force)
 
 
 def cmd_train(a):
     from . import engine
 
-    cfg = _config(a.preset, a.param, epochs=a.epochs, batch_size=a.batch_size)
+    cfg = _config(a.preset, a.param, epochs=a.epochs, batch_size=a.batch_size, force=True if a.force else None)
     if a.method == "teacher" and a.epochs is not None:
         cfg = cfg.replace(teacher_epochs=a.epochs, epochs=cfg.epochs)
+    if cfg.force and a.resume:
+        raise UserError("--resume continues a checkpoint and --force (force=True) deletes it: give one of them.")
+    if cfg.force:  # the same deletion as force=True in notebooks 02-04, for the seed trained here
+        for p in engine.forget(cfg, a.method, seeds=[cfg.seed if a.seed is None else a.seed]):
+            print(f"deleted {p}")
     path = engine.checkpoint_path(cfg, a.method, a.seed)
     if not a.resume and path.is_file():
-        raise UserError(f"'{path}' already exists. Pass --resume to continue (or reuse) it, or delete it "
-                        "to train from scratch.")
+        raise UserError(f"'{path}' already exists. Pass --resume to continue (or reuse) it, or --force to "
+                        "delete it and train from scratch.")
     model, history = engine.fit(cfg, a.method, seed=a.seed, resume=a.resume)
     msg = f"saved {path}"
     if history.get("monitor_miou"):
@@ -74,7 +82,7 @@ def cmd_compare(a):
 def cmd_sweep(a):
     from . import sweep
 
-    out = sweep.run(_config(a.preset, a.param), a.method, a.grid, seeds=a.seeds, out=a.out)
+    out = sweep.run(_config(a.preset, a.param), a.method, a.grid, seeds=a.seeds, out=a.out.resolve())
     print(sweep.table_markdown(out / "sweep.csv"), end="")
     print(f"written to {out}/sweep.{{csv,png,md}}")
 
@@ -86,7 +94,7 @@ def cmd_qualitative(a):
     model, state = engine.load_model(a.checkpoint, engine.resolve_device(a.device))
     cfg = Config.from_dict({k: v for k, v in state.get("config", {}).items() if k in Config.__dataclass_fields__})
     if a.data_root:
-        cfg = cfg.replace(data_root=a.data_root)
+        cfg = cfg.replace(data_root=str(Path(a.data_root).resolve()))
     engine.prepare_data(cfg, progress=False)
     ds = engine.dataset(cfg, a.split or cfg.eval_split)
     ev = engine.evaluate(model, ds, engine.resolve_device(a.device), progress=True)
@@ -103,9 +111,10 @@ def cmd_demo_data(a):
 
 
 def cmd_bench(a):
-    from . import perf
+    from . import paths, perf
 
-    perf.main(device=a.device, image_size=a.image_size, batch_size=a.batch_size, out=a.out, preset=a.preset,
+    out = a.out.resolve() if a.out else paths.root() / "reports" / "bench.json"
+    perf.main(device=a.device, image_size=a.image_size, batch_size=a.batch_size, out=out, preset=a.preset,
               epoch_images=a.epoch_images)
 
 
@@ -144,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--resume", action="store_true", help="continue an unfinished checkpoint (or reuse a finished one)")
+    t.add_argument("--force", action="store_true", help="delete this method's checkpoint for the seed (the teacher: "
+                   "the teacher trained for these settings) and train it again; the same as -p force true")
     t.add_argument("--preset", default="demo")
     params(t)
     t.set_defaults(func=cmd_train)
@@ -188,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--epoch-images", type=int, default=320,
                    help="training images for the real baseline vs cached-KD epochs (0 skips them; "
                         "their teacher pass is slow on a CPU with a torchvision teacher)")
-    b.add_argument("--out", type=Path, default=Path("reports/bench.json"))
+    b.add_argument("--out", type=Path, help="default: reports/bench.json in the project root")
     b.set_defaults(func=cmd_bench)
     doc = sub.add_parser("docs", help="regenerate README.md's parameter table (and its demo figures from run files)")
     doc.add_argument("--results", type=Path, help="a run folder (reports/demo): its timings and comparison table")

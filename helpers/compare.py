@@ -12,14 +12,12 @@ import numpy as np
 
 from . import bench, engine, metrics, report
 from .config import Config
-from .errors import UserError
 from .voc import CLASSES
 
 STUDENTS = ("baseline", "response", "feature")
 LABELS = {"baseline": "Without KD", "response": "Response-based", "feature": "Feature-based",
           "teacher": "Teacher (reference)"}
-NOTEBOOK_OF = {"teacher": "02_baseline", "baseline": "02_baseline", "response": "03_response_kd",
-               "feature": "04_feature_kd"}
+NOTEBOOK_OF = engine.TRAINED_BY
 
 
 def seeds_of(cfg: Config) -> list[int]:
@@ -33,9 +31,7 @@ def out_dir(cfg: Config) -> Path:
 def student_path(cfg: Config, method: str, seed: int) -> Path:
     path = engine.checkpoint_path(cfg, method, seed)
     if not path.is_file():
-        raise UserError(f"No '{method}' checkpoint for seed {seed} at '{path}'. Run notebook "
-                        f"{NOTEBOOK_OF[method]} (or `python -m helpers train --method {method}`) first, "
-                        f"with the same run_name ('{cfg.run_name}').")
+        raise engine.NotTrained(cfg, [(method, seed, path, "not there")])
     return path
 
 
@@ -57,24 +53,38 @@ def load_all(cfg: Config, progress=True):
     """({key: model}, {key: eval result}) for the teacher and every student/seed on eval_split.
 
     Keys: "teacher", "baseline", "response", "feature", and "<method>_seed<s>" for extra seeds.
+    Only loads: a missing or unfinished model (teacher included) is never trained here, it raises
+    `engine.NotTrained`, one message listing all of them, before anything is evaluated.
     """
     device = engine.resolve_device(cfg.device)
+    models, missing, paths = {}, [], {}
+    try:
+        models["teacher"] = engine.get_teacher(cfg, device, progress, train=False)
+    except engine.NotTrained as e:
+        missing += e.missing
+    for method in STUDENTS:
+        for s in seeds_of(cfg):
+            key, path = method if s == cfg.seed else f"{method}_seed{s}", engine.checkpoint_path(cfg, method, s)
+            if not path.is_file():
+                missing.append((method, s, path, "not there"))
+                continue
+            models[key], state = engine.load_model(path, device)
+            paths[key] = path
+            if not state.get("complete"):
+                missing.append((method, s, path, f"unfinished, epoch {state.get('epoch')} of {state.get('epochs')}"))
+    if missing:
+        raise engine.NotTrained(cfg, missing)
     engine.prepare_data(cfg, progress)
     ds = engine.dataset(cfg, cfg.eval_split)
-    models, evals = {}, {}
-    teacher = engine.get_teacher(cfg, device, progress)
-    models["teacher"] = teacher
+    evals = {}
+    teacher = models["teacher"]
     src = engine.checkpoint_path(cfg, "teacher")  # (a file only for teachers trained here)
     cache = out_dir(cfg) / "eval" / f"teacher-{engine.teacher_identity(cfg)}.npz"
     evals["teacher"] = evaluate_cached(teacher, ds, cache, src if src.is_file() else None, device, progress,
                                        "eval teacher")
-    for method in STUDENTS:
-        for s in seeds_of(cfg):
-            path = student_path(cfg, method, s)
-            key = method if s == cfg.seed else f"{method}_seed{s}"
-            models[key], _ = engine.load_model(path, device)
-            evals[key] = evaluate_cached(models[key], ds, out_dir(cfg) / "eval" / f"{key}.npz", path, device,
-                                         progress, f"eval {key}")
+    for key, path in paths.items():
+        evals[key] = evaluate_cached(models[key], ds, out_dir(cfg) / "eval" / f"{key}.npz", path, device,
+                                     progress, f"eval {key}")
     return models, evals, ds
 
 

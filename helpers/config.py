@@ -10,7 +10,23 @@ import hashlib
 import json
 from dataclasses import dataclass, fields
 
+from . import paths
 from .errors import UserError
+
+# Knobs that name a file or folder: a relative value means the project root (`paths.root()`), never
+# the working directory (JupyterLab runs notebooks in notebooks/). Held absolute in a Config,
+# stored root-relative by `to_dict()`. Values that are not paths ("" or "scratch") stay as they are.
+PATH_KNOBS = ("checkpoints_dir", "reports_dir", "data_root", "sbd_root", "teacher_weights")
+_NOT_A_PATH = {"sbd_root": ("",), "teacher_weights": ("scratch", "torchvision")}
+# dataset="voc": the split each split knob falls back to in the advice when VOC lacks its value
+_VOC_SPLIT_ADVICE = {"train_split": "train", "teacher_split": "train", "monitor_split": "val", "eval_split": "val"}
+
+
+def portable_value(name: str, value):
+    """A knob's value as stored and compared: path knobs root-relative where possible (see paths)."""
+    if name in PATH_KNOBS and isinstance(value, str) and value not in _NOT_A_PATH.get(name, ("",)):
+        return paths.portable(value)
+    return value
 
 
 @dataclass
@@ -93,6 +109,40 @@ class Config:
         for name in ("epochs", "batch_size", "seeds", "crop_size", "monitor_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"Parameter '{name}' must be at least 1, got {getattr(self, name)}.")
+        for name in PATH_KNOBS:  # relative paths mean the project root, whatever the working directory
+            v = getattr(self, name)
+            if v not in _NOT_A_PATH.get(name, ("",)):
+                setattr(self, name, str(paths.resolve(v)))
+        self._check_voc_splits()
+
+    def _check_voc_splits(self):
+        """dataset="voc": refuse split names VOC lacks (the demo's teacher/holdout) before anything runs.
+        A split list of your own in a real VOC tree (data_root/VOCdevkit/VOC2012/ImageSets/Segmentation/
+        <name>.txt, in a folder that is not a generated demo set) counts as a split."""
+        if self.dataset != "voc":
+            return
+        from pathlib import Path
+
+        from . import demo_data, voc
+
+        known = (*voc.STANDARD_SPLITS, "train_aug")
+        folder = voc.voc_dir(self.data_root) / "ImageSets" / "Segmentation"
+        own_lists = not (Path(self.data_root) / "demo.json").is_file()
+        bad = [(knob, getattr(self, knob), advice) for knob, advice in _VOC_SPLIT_ADVICE.items()
+               if getattr(self, knob) and getattr(self, knob) not in known
+               and not (own_lists and (folder / f"{getattr(self, knob)}.txt").is_file())]
+        if bad:
+            one = len(bad) == 1
+            demo = all(split in demo_data.SPLITS for _, split, _ in bad)
+            if demo:
+                what = ("a split" if one else "splits") + " of the generated demo set"
+            else:
+                what = "not a VOC 2012 split" if one else "not VOC 2012 splits"
+            raise UserError(
+                f"With dataset='voc', {' and '.join(f'{k}={v!r}' for k, v, _ in bad)} {'is' if one else 'are'} "
+                f"{what}; VOC 2012 has {', '.join(voc.STANDARD_SPLITS)} (and train_aug with SBD): set "
+                f"{', '.join(f'{k}={a!r}' for k, _, a in bad)}. (A split list of your own is used when it exists "
+                f"as {folder}/<name>.txt in a real VOC tree.)")
 
     @classmethod
     def from_vars(cls, namespace: dict) -> "Config":
@@ -107,7 +157,8 @@ class Config:
         return cls(**d)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The knobs as plain values; path knobs root-relative where they lie under the root."""
+        return {k: portable_value(k, v) for k, v in dataclasses.asdict(self).items()}
 
     def replace(self, **kw) -> "Config":
         return dataclasses.replace(self, **kw)
@@ -117,9 +168,10 @@ class Config:
         keys = ["dataset", "demo_seed", "demo_size", "demo_scale", "teacher_arch", "teacher_weights",
                 "teacher_epochs", "teacher_lr", "teacher_split", "crop_size", "base_size", "scale_min",
                 "scale_max", "batch_size", "optimizer", "weight_decay", "warmup_iters", "seed"]
-        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
+        d = self.to_dict()  # (paths in their root-relative form: the key doesn't depend on the checkout)
+        blob = json.dumps({k: d[k] for k in keys}, sort_keys=True)
         if self.dataset == "voc":
-            blob += str(self.data_root)
+            blob += d["data_root"]
         return f"{self.teacher_arch}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 
 

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import checkpoint, demo_data, voc
-from .config import Config
+from .config import Config, portable_value
 from .distill import FeatureAdapter, distill_loss
 from .errors import UserError
 from .metrics import confusion_matrix, summarize
@@ -188,19 +188,85 @@ def load_model(path, device="cpu") -> tuple[torch.nn.Module, dict]:
     return model.to(device).eval(), state
 
 
-def get_teacher(cfg: Config, device, progress: bool = True) -> torch.nn.Module:
+# Which notebook trains each method (and, by `python -m helpers train --method M`, the command line).
+TRAINED_BY = {"teacher": "02_baseline", "baseline": "02_baseline", "response": "03_response_kd",
+              "feature": "04_feature_kd"}
+
+
+class NotTrained(UserError):
+    """Models an evaluation needs are missing or unfinished; `missing` lists (method, seed, path, why)
+    (seed None for the teacher). The message is one paragraph naming what trains them."""
+
+    def __init__(self, cfg: Config, missing: list):
+        self.missing = list(missing)
+        from .paths import portable
+
+        def item(method, seed, path, why):
+            who = "the teacher" if method == "teacher" else f"{method} seed {seed}"
+            return f"{who} ({portable(path)}: {why})"
+
+        methods = list(dict.fromkeys(m for m, *_ in self.missing))
+        notebooks = list(dict.fromkeys(TRAINED_BY[m] for m in methods))
+        extra_seeds = any(s not in (None, cfg.seed) for _, s, _, _ in self.missing)
+        flag = " --seed S" if extra_seeds else ""
+        if len(methods) == 1:
+            command = f"`python -m helpers train --method {methods[0]}{flag}`" + \
+                (" for each seed S listed" if extra_seeds else "")
+        else:
+            command = f"`python -m helpers train --method M{flag}` for M in {', '.join(methods)}" + \
+                (" and each seed S listed" if extra_seeds else "")
+        super().__init__(
+            f"Run '{cfg.run_name}' has no finished model for {', '.join(item(*m) for m in self.missing)}. "
+            "Evaluation (notebooks 05 and 06, `python -m helpers compare`) only loads models; train them "
+            f"first with notebook{'s' if len(notebooks) > 1 else ''} {', '.join(notebooks)} (or {command}), "
+            f"with run_name='{cfg.run_name}' and the same settings.")
+
+
+def get_teacher(cfg: Config, device, progress: bool = True, train: bool = True) -> torch.nn.Module:
     """The frozen teacher: torchvision weights (optionally fine-tuned), a checkpoint path, or one we
-    train from scratch. Trained/fine-tuned teachers are cached under checkpoints/teachers/<key>.pt."""
+    train from scratch. Trained/fine-tuned teachers are cached under checkpoints/teachers/<key>.pt.
+    With `train=False` (evaluation) a teacher that would have to be trained raises `NotTrained`."""
     if cfg.teacher_weights not in ("scratch", "torchvision"):
         model, _ = load_model(cfg.teacher_weights, device)
     elif cfg.teacher_weights == "torchvision" and cfg.teacher_epochs == 0:
         model = build_model(cfg.teacher_arch, voc.NUM_CLASSES, pretrained=True).to(device)
     else:
         path = checkpoint_path(cfg, "teacher")
-        if not (path.is_file() and checkpoint.load(path).get("complete")):
+        state = checkpoint.load(path) if path.is_file() else None
+        if not (state and state.get("complete")):
+            if not train:
+                why = "unfinished, epoch {} of {}".format(state.get("epoch"), state.get("epochs")) if state \
+                    else "not there"
+                raise NotTrained(cfg, [("teacher", None, path, why)])
             fit(cfg, "teacher", progress=progress)
         model, _ = load_model(path, device)
     return freeze(model, cfg)
+
+
+def forget(cfg: Config, method: str, seeds=None) -> list[Path]:
+    """Delete `method`'s checkpoints (and their _history.json) for `seeds` (default: every seed of the
+    run, cfg.seed .. cfg.seed+cfg.seeds-1), so the next `fit` trains them again: what force=True
+    does in notebooks 02-04 and `python -m helpers train --force`. For the teacher: the teacher trained
+    here for these settings and its cached logits (a teacher_weights file of yours is never deleted).
+    Returns the paths deleted."""
+    if method not in METHODS:
+        raise UserError(f"Unknown method '{method}'; choose one of {METHODS}.")
+    import shutil
+
+    if method == "teacher":
+        if cfg.teacher_weights not in ("scratch", "torchvision"):
+            return []
+        ckpts = [checkpoint_path(cfg, "teacher")]
+        caches = sorted(ckpts[0].parent.glob(f"{cfg.teacher_key()}-logits-*"))
+    else:
+        seeds = range(cfg.seed, cfg.seed + cfg.seeds) if seeds is None else seeds
+        ckpts, caches = [checkpoint_path(cfg, method, s) for s in seeds], []
+    gone = [p for c in ckpts for p in (c, c.with_name(c.stem + "_history.json")) if p.is_file()]
+    for p in gone:
+        p.unlink()
+    for folder in caches:
+        shutil.rmtree(folder, ignore_errors=True)
+    return gone + caches
 
 
 def teacher_identity(cfg: Config) -> str:
@@ -542,13 +608,14 @@ _SHAPING_BY_METHOD = {
 
 
 def _check_settings(cfg: Config, method: str, state: dict, path) -> None:
-    saved = state.get("config", {})
-    diffs = [f"{k}: {saved[k]!r} in the checkpoint, {getattr(cfg, k)!r} now"
-             for k in _SHAPING + _SHAPING_BY_METHOD[method] if k in saved and saved[k] != getattr(cfg, k)]
+    saved, now = state.get("config", {}), cfg.to_dict()  # (paths compared in their root-relative form)
+    diffs = [f"{k}: {saved[k]!r} in the checkpoint, {now[k]!r} now"
+             for k in _SHAPING + _SHAPING_BY_METHOD[method] if k in saved and portable_value(k, saved[k]) != now[k]]
     if diffs:
         raise UserError(f"'{path}' was trained with other settings ({'; '.join(diffs)}); reusing or "
-                        "continuing it would mix two set-ups. Choose another run_name, set force=True "
-                        "(or delete the file) to train it again, or go back to the checkpoint's settings.")
+                        "continuing it would mix two set-ups. Choose another run_name, set force=True in the "
+                        "notebook (`--force` with `python -m helpers train`) to train it again, or go back to "
+                        "the checkpoint's settings.")
 
 
 def _save(path, model, adapter, optimizer, scheduler, scaler, epoch, epochs, method, seed, cfg, history):

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import yaml
 
+from . import paths
 from .errors import UserError
+from .paths import PROJECT_ROOT  # (the checkout; relative parameters mean paths.root())
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 NOTEBOOKS = ("01_data", "02_baseline", "03_response_kd", "04_feature_kd", "05_compare", "06_qualitative")
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -209,7 +210,7 @@ def run(preset="demo", out_dir=None, overrides=None, force=False, notebooks=NOTE
         run_name = Path(out_dir).name  # --out names the run (over the preset's run_name)
     else:
         run_name = str(params.get("run_name") or Path(str(preset or "run")).stem)
-    out_dir = Path(out_dir).resolve() if out_dir else PROJECT_ROOT / "reports" / run_name
+    out_dir = paths.resolve(out_dir) if out_dir else paths.root() / "reports" / run_name
     if "run_name" in declared:
         params["run_name"] = run_name
     if "reports_dir" in declared:
@@ -220,6 +221,9 @@ def run(preset="demo", out_dir=None, overrides=None, force=False, notebooks=NOTE
     if force and "force" in declared:
         params["force"] = True
     params = validate(params, declared)
+    from .config import Config, names as config_names
+
+    Config.from_dict({k: v for k, v in params.items() if k in config_names()})  # e.g. splits VOC lacks
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "run_params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")

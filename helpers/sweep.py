@@ -17,8 +17,8 @@ import re
 import statistics
 from pathlib import Path
 
-from . import engine
-from .config import Config, names
+from . import engine, paths
+from .config import Config, names, portable_value
 from .errors import UserError
 from .runner import parse_value
 
@@ -100,7 +100,7 @@ def _pin(out: Path, method: str, grid: dict, cfg: Config) -> None:
     have = json.loads(path.read_text()) if path.is_file() else want
     diffs = [f"{k}: {have[k]!r} there, {want[k]!r} now" for k in ("method", "knobs") if have[k] != want[k]]
     diffs += [f"{k}: {v!r} there, {want['settings'].get(k)!r} now" for k, v in have["settings"].items()
-              if want["settings"].get(k) != v]
+              if want["settings"].get(k) != portable_value(k, v)]
     if diffs:
         raise UserError(f"{out} holds another sweep ({'; '.join(diffs)}); choose another --out, or go back to "
                         "its settings to resume it.")
@@ -113,7 +113,7 @@ def run(cfg: Config, method: str, grid_specs, seeds: int | None = None, out="rep
     """Train and score every (setting, seed) not yet in DIR/sweep.csv; write sweep.png and sweep.md."""
     from tqdm.auto import tqdm
 
-    out, grid, n = Path(out), parse_grid(grid_specs, method), cfg.seeds if seeds is None else seeds
+    out, grid, n = paths.resolve(out), parse_grid(grid_specs, method), cfg.seeds if seeds is None else seeds
     check_splits(cfg)
     settings = expand(grid, cfg)
     if n < 1:

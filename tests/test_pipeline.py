@@ -110,6 +110,7 @@ def test_bad_parameter_is_refused_before_anything_runs(tmp_path):
 def test_failing_notebook_is_named(tmp_path):
     out = tmp_path / "reports" / "broken"
     res = cli("run", "--preset", "smoke", "--out", str(out), "-p", "dataset", "voc",
+              "-p", "teacher_split", "train", "-p", "monitor_split", "val",  # (the demo's splits are refused)
               "-p", "data_root", str(tmp_path / "no-voc-here"), "-p", "checkpoints_dir", str(tmp_path / "c"))
     assert res.returncode == 2
     assert "Notebook 01_data failed in cell" in res.stderr and "does not exist" in res.stderr
