@@ -25,20 +25,18 @@ from .errors import UserError
 
 
 def _params(pairs) -> dict:
-    from .runner import parse_value
+    from .config import parse_value
 
     return {name: parse_value(value) for name, value in (pairs or [])}
 
 
-def _config(preset: str | None, pairs, **explicit):
-    """Config from a preset, then -p overrides, then explicit flags; names and types checked."""
-    from .config import Config
-    from .runner import load_preset
+def _config(preset: str | None, pairs, run_name: str | None = None, **explicit):
+    """The run's Config as a notebook would build it (see helpers/session.py): the preset, or the
+    run's recorded settings when no preset is given, then -p overrides, then explicit flags."""
+    from .session import resolve
 
-    values = load_preset(preset) if preset else {}
-    values.update(_params(pairs))
-    values.update({k: v for k, v in explicit.items() if v is not None})
-    return Config.from_dict(values)
+    values = {**_params(pairs), **{k: v for k, v in explicit.items() if v is not None}}
+    return resolve(preset, run_name, values)[0]
 
 
 def cmd_run(a):
@@ -49,21 +47,24 @@ def cmd_run(a):
 
 
 def cmd_train(a):
-    from . import engine
+    from . import runs, training
 
     cfg = _config(a.preset, a.param, epochs=a.epochs, batch_size=a.batch_size, force=True if a.force else None)
     if a.method == "teacher" and a.epochs is not None:
         cfg = cfg.replace(teacher_epochs=a.epochs, epochs=cfg.epochs)
     if cfg.force and a.resume:
         raise UserError("--resume continues a checkpoint and --force (force=True) deletes it: give one of them.")
+    from .session import read_record, record
+
+    record(cfg, a.preset or (read_record(cfg.checkpoints_dir, cfg.run_name) or {}).get("preset"), "cli")
     if cfg.force:  # the same deletion as force=True in notebooks 02-04, for the seed trained here
-        for p in engine.forget(cfg, a.method, seeds=[cfg.seed if a.seed is None else a.seed]):
+        for p in training.forget(cfg, a.method, seeds=[cfg.seed if a.seed is None else a.seed]):
             print(f"deleted {p}")
-    path = engine.checkpoint_path(cfg, a.method, a.seed)
+    path = runs.checkpoint_path(cfg, a.method, a.seed)
     if not a.resume and path.is_file():
         raise UserError(f"'{path}' already exists. Pass --resume to continue (or reuse) it, or --force to "
                         "delete it and train from scratch.")
-    model, history = engine.fit(cfg, a.method, seed=a.seed, resume=a.resume)
+    model, history = training.fit(cfg, a.method, seed=a.seed, resume=a.resume)
     msg = f"saved {path}"
     if history.get("monitor_miou"):
         msg += f" (monitor mIoU on {cfg.monitor_split}: {history['monitor_miou'][-1]:.4f})"
@@ -71,35 +72,37 @@ def cmd_train(a):
 
 
 def cmd_compare(a):
-    from . import compare, report
+    from . import compare, runs, table
 
     cfg = _config(a.preset, a.param, run_name=a.run)
     results = compare.compare(cfg)
-    print(report.table_text(results))
-    print(f"written to {compare.out_dir(cfg)}/kd_comparison_results.{{txt,md,csv,json}}")
+    print(table.table_text(results))
+    print(f"written to {runs.reports_dir(cfg)}/kd_comparison_results.{{txt,md,csv,json}}")
 
 
 def cmd_sweep(a):
     from . import sweep
 
-    out = sweep.run(_config(a.preset, a.param), a.method, a.grid, seeds=a.seeds, out=a.out.resolve())
+    from .config import from_preset
+
+    out = sweep.run(from_preset(a.preset, _params(a.param)), a.method, a.grid, seeds=a.seeds, out=a.out.resolve())
     print(sweep.table_markdown(out / "sweep.csv"), end="")
     print(f"written to {out}/sweep.{{csv,png,md}}")
 
 
 def cmd_qualitative(a):
-    from . import engine, qualitative
+    from . import data, evaluation, qualitative, runs, runtime
     from .config import Config
 
-    model, state = engine.load_model(a.checkpoint, engine.resolve_device(a.device))
+    model, state = runs.load_model(a.checkpoint, runtime.resolve_device(a.device))
     cfg = Config.from_dict({k: v for k, v in state.get("config", {}).items() if k in Config.__dataclass_fields__})
     if a.data_root:
         cfg = cfg.replace(data_root=str(Path(a.data_root).resolve()))
-    engine.prepare_data(cfg, progress=False)
-    ds = engine.dataset(cfg, a.split or cfg.eval_split)
-    ev = engine.evaluate(model, ds, engine.resolve_device(a.device), progress=True)
+    data.prepare_data(cfg, progress=False)
+    ds = data.dataset(cfg, a.split or cfg.eval_split)
+    ev = evaluation.evaluate(model, ds, runtime.resolve_device(a.device), progress=True)
     qualitative.write_cases(model, ds, ev, a.output_dir, a.num_success, a.num_failure,
-                            engine.resolve_device(a.device), name=f"{state.get('method')} ({Path(a.checkpoint).name})")
+                            runtime.resolve_device(a.device), name=f"{state.get('method')} ({Path(a.checkpoint).name})")
     print(f"mIoU {ev['miou']:.4f} on {len(ds)} images; figures in {a.output_dir}")
 
 
@@ -111,23 +114,26 @@ def cmd_demo_data(a):
 
 
 def cmd_bench(a):
-    from . import paths, perf
+    from . import bench, paths
 
     out = a.out.resolve() if a.out else paths.root() / "reports" / "bench.json"
-    perf.main(device=a.device, image_size=a.image_size, batch_size=a.batch_size, out=out, preset=a.preset,
+    bench.main(device=a.device, image_size=a.image_size, batch_size=a.batch_size, out=out, preset=a.preset,
               epoch_images=a.epoch_images)
 
 
 def cmd_docs(a):
     from . import readme
-    from .runner import PROJECT_ROOT, readme_with_parameters
+    from .config import readme_with_parameters
+    from .paths import PROJECT_ROOT
 
     path = PROJECT_ROOT / "README.md"
-    text = readme.regenerate(readme_with_parameters(path.read_text()), a.results, a.sweep or (), a.teacher or ())
-    path.write_text(text)
+    path.write_text(readme.regenerate(readme_with_parameters(path.read_text()), a.results, (), a.teacher or ()))
+    if a.sweep:
+        calibration = PROJECT_ROOT / "docs" / "calibration.md"
+        calibration.write_text(readme.regenerate(calibration.read_text(), sweeps=a.sweep))
     done = ["the parameter table"] + (["timings", "results"] if a.results else []) + \
-        (["teacher curves"] if a.teacher else []) + (["calibration"] if a.sweep else [])
-    print(f"regenerated {', '.join(done)} in {path}")
+        (["teacher curves"] if a.teacher else []) + (["calibration (docs/calibration.md)"] if a.sweep else [])
+    print(f"regenerated {', '.join(done)} in {path.parent}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,13 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue an unfinished checkpoint (or reuse a finished one)")
     t.add_argument("--force", action="store_true", help="delete this method's checkpoint for the seed (the teacher: "
                    "the teacher trained for these settings) and train it again; the same as -p force true")
-    t.add_argument("--preset", default="demo")
+    t.add_argument("--preset", help="smoke, demo, voc or a YAML file (default: the run's recorded settings, "
+                   "else demo)")
     params(t)
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("compare", help="evaluate the models of a run and write the comparison table")
     c.add_argument("--run", required=True, help="run_name (folder under checkpoints/)")
-    c.add_argument("--preset", default=None, help="preset whose settings the run used (default: notebook defaults)")
+    c.add_argument("--preset", help="preset the run used (default: the run's recorded settings, else demo)")
     params(c)
     c.set_defaults(func=cmd_compare)
 

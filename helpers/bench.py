@@ -1,290 +1,460 @@
-"""What a model costs to deploy: parameters, FLOPs, batch-1 latency, and faster inference paths.
+"""Where the time goes: training throughput, KD overhead, data waiting and inference latency.
 
-- `count_parameters` / `format_params`: the size of the deployable network (pass the student
-  without its KD adapters: adapters are dropped after training).
-- `gflops`: FLOPs of one forward pass from `torch.utils.flop_counter.FlopCounterMode`, which counts
-  a multiply-add as 2 FLOPs (so GFLOPs = 2 x GMACs) and counts only the ops it has formulas for
-  (convolutions, matmuls, attention); BatchNorm, activations, pooling and interpolation are free.
-  This is the convention of every GFLOPs figure here (`FLOP_CONVENTION`). Some model zoos quote
-  GMACs as "GFLOPS" (torchvision's 258.7 for DeepLabV3-ResNet101 is of that kind, at 520x520 with
-  its aux head); by this count that model costs 482 GFLOPs at 512x512 (aux head dropped, as in `models`).
-- `latency`: batch-1 latency of several models measured in one process, interleaved round-robin
-  after warm-up, so clock or thermal drift hits every model alike.
-- `optimize_for_inference`: eager / fused (Conv+BN folding, channels_last) / jit (trace + freeze +
-  optimize_for_inference) / int8 (FX static quantization, CPU only) versions of a model, checked
-  against eager with `argmax_agreement`.
+`python -m helpers bench` calls `main`, which measures in ONE process and writes bench.json:
+
+1. Training steps on synthetic batches (random images, random masks with ~10 % void, so data
+   loading is excluded), each kind through `training.train_one_epoch` itself:
+   - baseline:        CE only (no teacher);
+   - response:        the online teacher runs on every batch (`forward_features`, as in training);
+   - response_cached: the teacher's logits come with the batch, as `teachers.WithTeacherLogits`
+                      provides them (fp16 maps at 1/cache_stride and each crop's geometry),
+                      and are sampled at the crops in the step;
+   - feature:         the online teacher's feature map (its head skipped) + the student's adapter;
+   plus the teacher's full inference on the same batches (logits and feature).
+   Warm-up first, then `rounds` rounds round-robin over the kinds (order reversed every other
+   round), `steps` steps per kind and round; a kind's step time is the median over rounds, so a
+   drift of the machine hits every kind alike. Derived:
+   kd_overhead[k] = step[k] / step[baseline];
+   efficiency[k]  = (step[baseline] + teacher forward per batch) / step[k] for response and
+   feature: 1.0 means KD costs the student step plus one teacher forward and nothing more.
+2. The share of a real training step spent waiting for data: a short baseline run over the
+   preset's training split through `data.loader`, with `next()` on the loader timed inside the
+   loop, for each `num_workers` setting (the first step, which starts the workers, is excluded).
+3. Real epochs (`cached_epochs`): over the first `epoch_images` training images, the one-time
+   teacher pass that caches their logits, then baseline and cached-response epochs through
+   `data.loader` (real files, augmentation, cfg.batch_size, cfg.crop_size), interleaved; the
+   ratio cached / baseline is the cost of response KD once the teacher is out of the loop.
+4. Batch-1 inference latency of student and teacher at `image_size`: eager fp32 and the faster
+   paths of `costs.optimize_for_inference` (fused, jit; int8 for a compact (plain conv) student
+   on CPU, kept only if its agreement is at least `int8_min_agreement`), interleaved by
+   `costs.latency`, with GFLOPs and achieved GFLOP/s (the fp32 model's FLOPs / latency), and
+   `costs.argmax_agreement` of every faster path with eager fp32 on real validation images
+   (eval_split through `data.dataset`). The paths are built by the same function as the
+   comparison table's latency column (`compare.compare`), so each agreement is that of the path
+   the table times with that `inference_path`. GFLOPs as `costs.FLOP_CONVENTION` states.
+5. On CUDA: the peak memory of each step kind (bf16/fp16 autocast when cfg.amp, as in training).
+
+Weights: a finished checkpoint of the preset's run (baseline student, teacher) is used when one
+exists, otherwise random initialisation (enough for throughput; nothing is downloaded).
 """
 from __future__ import annotations
 
 import copy
-import timeit
-import warnings
+import itertools
+import json
+import math
+import statistics
+import time
+from pathlib import Path
 
 import torch
-from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
-from torch.utils.flop_counter import FlopCounterMode
 
+from . import costs, runs, runtime, teachers, training, voc
+from . import data as datasets
+from .config import Config, from_preset
+from .distill import FeatureAdapter
 from .errors import UserError
+from .models import CompactSegNet, build_model
 
-PATHS = ("eager", "fused", "jit", "int8")
-# The one FLOP convention of this project (bench, table, README): state it next to every figure.
-FLOP_CONVENTION = ("GFLOPs: 10^9 floating-point operations, a multiply-add counted as 2, "
-                   "from torch.utils.flop_counter")
-DEFAULT_INPUT = (1, 3, 512, 512)  # batch 1, VOC-sized image (VOC images are at most 500 x 500)
+STEP_KINDS = ("baseline", "response", "response_cached", "feature")
+_METHOD = {"baseline": "baseline", "response": "response", "response_cached": "response", "feature": "feature"}
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters of `model` (each shared tensor once), trainable or not."""
-    return sum(p.numel() for p in model.parameters())
+# --- configuration and models ---------------------------------------------------------------------
+
+def make_config(preset: str | None = "demo", overrides: dict | None = None, device: str = "cpu") -> Config:
+    """The preset's Config with `overrides` (e.g. data_root, checkpoints_dir) and `device` applied."""
+    return from_preset(preset, {**(overrides or {}), "device": device})
 
 
-def format_params(n: int) -> str:
-    """3_221_000 -> "3.22M", 81_200 -> "81.2K", 950 -> "950", 1.5e9 -> "1.50G"."""
-    if n >= 1e9:
-        return f"{n / 1e9:.2f}G"
-    if n >= 1e6:
-        return f"{n / 1e6:.2f}M"
-    if n >= 1e3:
-        return f"{n / 1e3:.1f}K"
-    return str(int(n))
+def _load_or_build(cfg: Config, method: str, arch: str) -> tuple[torch.nn.Module, str]:
+    """A finished checkpoint of `method` with this architecture if there is one, else a random init."""
+    path = runs.checkpoint_path(cfg, method)
+    if path.is_file():
+        try:
+            model, state = runs.load_model(path)
+            if state.get("complete") and state.get("arch") == arch:
+                return model, str(path)
+        except UserError:
+            pass
+    torch.manual_seed(cfg.seed)
+    return build_model(arch, voc.NUM_CLASSES).eval(), "random init"
 
 
-def _logits(out) -> torch.Tensor:
-    """The (N, C, H, W) logits of a model's output: a tensor, torchvision's {"out": ...}, or a tuple."""
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, dict):
-        return out["out"]
-    if isinstance(out, (tuple, list)):
-        return out[0]
-    raise TypeError(f"cannot find logits in a model output of type {type(out).__name__}")
+class _Trainee:
+    """One step kind's student (own copy, same init), adapter, optimizer, scheduler and scaler, set
+    up as `training.fit` does (constant learning rate: the schedule's cost is the same)."""
+
+    def __init__(self, kind: str, student: torch.nn.Module, teacher, cfg: Config, device: torch.device):
+        self.kind, self.method, self.cfg, self.device = kind, _METHOD[kind], cfg, device
+        self.teacher = teacher if kind in ("response", "feature") else None
+        self.student = copy.deepcopy(student).to(device)
+        if cfg.channels_last:
+            self.student = self.student.to(memory_format=torch.channels_last)
+        self.adapter = None
+        if kind == "feature":
+            torch.manual_seed(cfg.seed + 1)
+            self.adapter = FeatureAdapter(self.student.feature_channels, teacher.feature_channels).to(device)
+        params = list(self.student.parameters()) + (list(self.adapter.parameters()) if self.adapter else [])
+        self.optimizer = training.make_optimizer(params, cfg, cfg.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: 1.0)
+        self.scaler = runtime.make_scaler(device, cfg)
+
+    def run(self, batches) -> dict:
+        """`training.train_one_epoch` over `batches` (any iterable of (images, masks[, cached]))."""
+        return training.train_one_epoch(self.student, self.teacher, self.adapter, batches, self.optimizer,
+                                      self.scheduler, self.scaler, self.method, self.cfg, self.device, 0,
+                                      progress=False)
 
 
-def _device(device) -> torch.device:
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={str(device)!r} was asked for, but PyTorch sees no CUDA GPU "
-                        f"(torch.cuda.is_available() is False). Use device='cpu', or run on a "
-                        f"machine with an NVIDIA GPU and a CUDA build of PyTorch.")
-    if dev.type not in ("cpu", "cuda"):
-        raise UserError(f"device={str(device)!r} is not supported here; use 'cpu' or 'cuda'.")
-    return dev
+def teacher_forward(teacher, batches, cfg: Config, device: torch.device) -> None:
+    """The teacher's inference as online response KD runs it in `training.train_one_epoch` (full
+    forward: logits and feature), per batch: the reference for `efficiency`. Feature KD skips the
+    teacher's head (`logits=False`), so its step can cost less than this bound, and its
+    efficiency can exceed 1."""
+    amp_ctx, _ = runtime.autocast(device, cfg)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    for images, *_ in batches:
+        images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
+        with torch.inference_mode(), amp_ctx:
+            teacher.forward_features(images)
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")  # e.g. a frozen TorchScript module: its weights are constants
+# --- synthetic batches and interleaved timing -----------------------------------------------------
+
+def synthetic_batches(n: int, batch_size: int, image_size: int, num_classes: int = voc.NUM_CLASSES,
+                      void_fraction: float = 0.1, seed: int = 0, pin: bool = False,
+                      cache_stride: int = 4) -> tuple[list, list]:
+    """`n` batches (images (B, 3, S, S) ~ N(0, 1), masks (B, S, S) int64 with ~void_fraction 255)
+    and the same batches with the two items of a cached-logits batch: fake teacher maps (B, C,
+    S/cache_stride, S/cache_stride) fp16 and each crop's geometry (B, 4), here the whole image."""
+    g = torch.Generator().manual_seed(seed)
+    small = -(-image_size // cache_stride)
+    whole = torch.tensor([2 / image_size, 1 / image_size - 1] * 2).expand(batch_size, 4).contiguous()
+    plain, cached = [], []
+    for _ in range(n):
+        images = torch.randn(batch_size, 3, image_size, image_size, generator=g)
+        masks = torch.randint(0, num_classes, (batch_size, image_size, image_size), generator=g)
+        masks[torch.rand(masks.shape, generator=g) < void_fraction] = voc.IGNORE_INDEX
+        maps = (2 * torch.randn(batch_size, num_classes, small, small, generator=g)).half()
+        geometry = whole.clone()
+        if pin:
+            images, masks, maps, geometry = (t.pin_memory() for t in (images, masks, maps, geometry))
+        plain.append((images, masks))
+        cached.append((images, masks, maps, geometry))
+    return plain, cached
 
 
-def gflops(model: nn.Module, input_size=DEFAULT_INPUT) -> float:
-    """GFLOPs (1e9 FLOPs, multiply-add = 2 FLOPs) of one eval-mode forward pass on `input_size`.
-
-    A Conv2d contributes 2 * N * C_out * H_out * W_out * (C_in / groups) * kH * kW (its bias is not
-    counted). The model is run once on zeros, on the device of its parameters.
-    """
-    x = torch.zeros(input_size, device=_model_device(model))
-    was_training = model.training
-    model.eval()
-    try:
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model(x)
-    finally:
-        model.train(was_training)
-    return counter.get_total_flops() / 1e9
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+def interleaved(jobs: dict, rounds: int, device: torch.device, per_call: int = 1) -> tuple[dict, dict]:
+    """Time each zero-argument callable in `jobs` once per round, round-robin (order reversed every
+    other round). Returns ({name: [seconds per unit, one per round]}, {name: CUDA peak MB or None})."""
+    names, times = list(jobs), {k: [] for k in jobs}
+    peaks = {k: None for k in jobs}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            _sync(device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
+            jobs[name]()
+            _sync(device)
+            times[name].append((time.perf_counter() - t0) / per_call)
+            if device.type == "cuda":
+                mb = torch.cuda.max_memory_allocated(device) / 2**20
+                peaks[name] = max(peaks[name] or 0.0, mb)
+    return times, peaks
 
 
-def _ready(model: nn.Module, dev: torch.device, dtype: torch.dtype) -> nn.Module:
-    """The model on `dev` in `dtype`: itself when already there, else a moved copy (never mutated)."""
-    if isinstance(model, torch.jit.ScriptModule):
-        return model  # frozen / traced: used as built (build it on the device you measure)
-    tensors = list(model.parameters()) + list(model.buffers())
-    if all(t.device == dev and (not t.is_floating_point() or t.dtype == dtype) for t in tensors):
-        return model
-    return copy.deepcopy(model).to(dev, dtype)
+def _stats_ms(seconds: list[float]) -> dict:
+    ms = [s * 1e3 for s in seconds]
+    return {"median": statistics.median(ms), "mean": statistics.fmean(ms),
+            "std": statistics.stdev(ms) if len(ms) > 1 else 0.0}
 
 
-def latency(models: dict[str, nn.Module], input_size=DEFAULT_INPUT, device="cpu", warmup: int = 3,
-            rounds: int = 5, min_run_time: float = 0.2, threads: int | None = None,
-            dtype: torch.dtype = torch.float32, seed: int = 0) -> dict[str, dict]:
-    """Batch-1 forward latency of each model, measured interleaved in this one process.
+def training_throughput(student, teacher, cfg: Config, device: torch.device, image_size: int,
+                        batch_size: int, rounds: int = 5, steps: int = 3, warmup: int = 2) -> dict:
+    """Step times of every kind and the teacher's inference, measured interleaved (see module doc)."""
+    plain, cached = synthetic_batches(max(steps, warmup), batch_size, image_size, pin=device.type == "cuda")
+    trainees = {k: _Trainee(k, student, teacher, cfg, device) for k in STEP_KINDS}
 
-    models: {name: module}; every model gets the same random input of `input_size` (N, 3, H, W).
-    After `warmup` untimed calls each, `rounds` rounds go round-robin over the models (the order
-    reversed every other round); in each round torch.utils.benchmark.Timer.blocked_autorange runs
-    the model in blocks for at least `min_run_time` seconds (at least one block, so a model slower
-    than that costs about two calls per round). Everything runs under torch.inference_mode() in
-    eval mode with `threads` CPU threads (default: torch.get_num_threads()); on CUDA the timer
-    synchronises the GPU. Defaults: 4 small models take about 5-10 s on 2 idle cores; for
-    report-quality numbers raise `rounds` and `min_run_time`, and keep the machine otherwise idle.
+    def job(kind, n):
+        data = cached[:n] if kind == "response_cached" else plain[:n]
+        if kind == "teacher":
+            return lambda: teacher_forward(teacher, data, cfg, device)
+        return lambda: trainees[kind].run(data)
 
-    Returns {name: {"mean_ms", "std_ms" (std over rounds of the per-call mean), "runs" (timed
-    calls in all), "device", "threads", "dtype", "input_size"}}. Models are not modified: one on
-    another device / dtype is measured as a copy; a TorchScript module is used as it is.
-    """
-    # imported here: torch.utils.benchmark pulls in cpp_extension, which warns about CUDA at import
-    from torch.utils.benchmark import Timer
-    from torch.utils.benchmark.utils.timer import timer as _synced_timer
+    kinds = STEP_KINDS + ("teacher",)
+    if warmup:
+        interleaved({k: job(k, warmup) for k in kinds}, 1, device, warmup)
+    times, peaks = interleaved({k: job(k, steps) for k in kinds}, rounds, device, steps)
+    return {"step_ms": {k: _stats_ms(v) for k, v in times.items()}, "peaks": peaks}
 
-    dev = _device(device)
-    if not models:
-        raise UserError("latency: no models given.")
-    if rounds < 1 or min_run_time <= 0 or warmup < 0:
-        raise UserError(f"latency: need rounds >= 1, min_run_time > 0, warmup >= 0 (got {rounds}, "
-                        f"{min_run_time}, {warmup}).")
-    threads = int(threads or torch.get_num_threads())
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(tuple(input_size), generator=gen).to(dev, dtype)
-    ready = {name: _ready(m, dev, dtype) for name, m in models.items()}
-    modes = {name: m.training for name, m in ready.items()  # frozen TorchScript has no .training
-             if not isinstance(m, torch.jit.ScriptModule)}
-    clock = timeit.default_timer if dev.type == "cpu" else _synced_timer
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        timers, runs = {}, {}
-        with torch.inference_mode():
-            for name, m in ready.items():
-                if name in modes:
-                    m.eval()
-                for _ in range(warmup):
-                    m(x)
-                _sync(dev)
-                timers[name] = Timer("m(x)", globals={"m": m, "x": x}, num_threads=threads,
-                                     timer=clock)
-                runs[name] = 0
-            per_round = {name: [] for name in ready}
-            names = list(ready)
-            for r in range(rounds):
-                for name in names if r % 2 == 0 else names[::-1]:
-                    meas = timers[name].blocked_autorange(min_run_time=min_run_time)
-                    per_round[name].append(meas.mean)  # seconds per call in this round
-                    runs[name] += meas.number_per_run * len(meas.raw_times)
-    finally:
-        torch.set_num_threads(old_threads)
-        for name, mode in modes.items():
-            ready[name].train(mode)
+
+# --- real epochs: baseline against response KD from cached logits ---------------------------------
+
+def cached_epochs(student, teacher, cfg: Config, device: torch.device, images: int = 320,
+                  rounds: int = 3) -> dict:
+    """The cached path end to end on real data: the first `images` images of the training split,
+    one teacher pass caching their logits (timed; into a temporary folder), then whole epochs over
+    them (`data.loader` with cfg.batch_size and cfg.num_workers, augmentation included) of the
+    baseline and of response KD from the cache, interleaved `rounds` times; medians in seconds."""
+    import tempfile
+
+    train = datasets.dataset(cfg, cfg.train_split, train=True)
+    plain = datasets.dataset(cfg, cfg.train_split)
+    n = min(images, len(train))
+    bs = min(cfg.batch_size, n)
+    subset = voc.SegDataset(train.items[:n], train.transform)
+    with tempfile.TemporaryDirectory(prefix="kd-bench-cache-") as tmp:
+        done = teachers.write_logit_cache(voc.SegDataset(plain.items[:n], plain.transform), teacher, tmp,
+                                        cfg.cache_stride, device, progress=False)
+        cached = teachers.WithTeacherLogits(subset, tmp)
+        trainees = {k: _Trainee(k, student, None, cfg, device) for k in ("baseline", "response_cached")}
+        data = {"baseline": subset, "response_cached": cached}
+        jobs = {k: (lambda k=k: trainees[k].run(datasets.loader(data[k], cfg, True, 0, bs))) for k in trainees}
+        times, _ = interleaved(jobs, rounds, device)
+    epoch_s = {k: statistics.median(v) for k, v in times.items()}
+    return {"images": n, "batch_size": bs, "rounds": rounds, "num_workers": cfg.num_workers,
+            "cache_pass_s": done["seconds"], "epoch_s": epoch_s,
+            "ratio": epoch_s["response_cached"] / epoch_s["baseline"]}
+
+
+# --- data waiting ---------------------------------------------------------------------------------
+
+def _timed(batches, marks: list):
+    """Yield from `batches`, appending (t before next(), t after next() or None at the end)."""
+    it = iter(batches)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            b = next(it)
+        except StopIteration:
+            marks.append((t0, None))
+            return
+        marks.append((t0, time.perf_counter()))
+        yield b
+
+
+def _epochs(ds, cfg: Config, batch_size: int):
+    for epoch in itertools.count():
+        yield from datasets.loader(ds, cfg, True, epoch, batch_size=batch_size)
+
+
+def data_wait(student, cfg: Config, device: torch.device, batch_size: int, workers=(0, 1, 2),
+              steps: int = 8) -> dict:
+    """Per num_workers: `steps` baseline training steps on the real training split (`data.loader`,
+    `training.train_one_epoch`) after one start-up step (which starts the workers and is left out;
+    its wait is "first_batch_ms"), with the time spent in the loader's next() measured. Epochs
+    follow each other as in training (workers restart at each epoch: persistent_workers=False)."""
+    ds = datasets.dataset(cfg, cfg.train_split, train=True)
+    bs = min(batch_size, len(ds))
     out = {}
-    for name, times in per_round.items():
-        t = torch.tensor(times, dtype=torch.float64) * 1e3
-        out[name] = {"mean_ms": float(t.mean()), "std_ms": float(t.std()) if len(t) > 1 else 0.0,
-                     "runs": runs[name], "device": str(dev), "threads": threads,
-                     "dtype": str(dtype).replace("torch.", ""), "input_size": list(input_size)}
+    for nw in workers:
+        c = cfg.replace(num_workers=int(nw))
+        trainee = _Trainee("baseline", student, None, c, device)
+        marks: list = []
+        trainee.run(_timed(itertools.islice(_epochs(ds, c, bs), steps + 1), marks))
+        _sync(device)
+        wait = [b - a for a, b in marks[:-1]]
+        step = [marks[i + 1][0] - marks[i][0] for i in range(len(marks) - 1)]
+        out[f"workers={nw}"] = {
+            "share": sum(wait[1:]) / sum(step[1:]),
+            "wait_ms": 1e3 * statistics.fmean(wait[1:]), "step_ms": 1e3 * statistics.fmean(step[1:]),
+            "first_batch_ms": 1e3 * wait[0], "steps": len(step) - 1, "batch_size": bs,
+            "crop_size": cfg.crop_size, "batches_per_epoch": len(ds) // bs,
+        }
     return out
 
 
-def fold_conv_bn(module: nn.Module) -> int:
-    """Fold, in place, each eval-mode BatchNorm2d into the Conv2d right before it in an nn.Sequential.
+# --- inference ------------------------------------------------------------------------------------
 
-    The conv gets the BN's affine map in its weight and bias; the BN becomes nn.Identity. Pairs not
-    inside an nn.Sequential (e.g. ResNet's conv1/bn1 attributes) are left alone. Returns the number
-    of folded pairs. The module must be in eval mode (running statistics are what gets folded).
+def _real_images(cfg: Config, split: str, n: int) -> list[torch.Tensor]:
+    ds = datasets.dataset(cfg, split)  # eval transform: full resolution, normalised
+    return [ds[i][0][None] for i in range(min(n, len(ds)))]
+
+
+def inference(student, teacher, cfg: Config, device: torch.device, image_size: int, threads: int,
+              rounds: int = 3, min_run_time: float = 0.2, images: int = 4, int8: bool = True,
+              int8_min_agreement: float = 0.98) -> dict:
+    """Batch-1 latency of every inference path, GFLOPs, GFLOP/s and argmax agreement with eager."""
+    size = (1, 3, image_size, image_size)
+    val = _real_images(cfg, cfg.eval_split, images)
+    models, agreement, notes, flops = {}, {}, [], {}
+    for role, net in (("student", student), ("teacher", teacher)):
+        net = net.to(device).eval()
+        flops[role] = costs.gflops(net, size)
+        eager = costs.optimize_for_inference(net, "eager", size)
+        models[f"{role}/eager"] = eager
+        paths = ["fused", "jit"]
+        if role == "student" and int8:
+            if device.type != "cpu":
+                notes.append("int8 skipped: CPU only")
+            elif not isinstance(net, CompactSegNet):
+                notes.append(f"int8 skipped: {cfg.student_arch} is not a plain conv net")
+            else:
+                paths.append("int8")
+        for path in paths:
+            calib = _real_images(cfg, cfg.train_split, 8) if path == "int8" else None
+            try:
+                fast = costs.optimize_for_inference(net, path, size, calibration=calib)
+            except UserError as e:
+                notes.append(f"{role}/{path} skipped: {e}")
+                continue
+            name = f"{role}/{path}"
+            agreement[name] = costs.argmax_agreement(eager, fast, val)
+            if path == "int8" and agreement[name] < int8_min_agreement:
+                notes.append(f"{name}: agreement {agreement[name]:.4f} < {int8_min_agreement}, not timed")
+                continue
+            models[name] = fast
+    lat = costs.latency(models, size, device=str(device), rounds=rounds, min_run_time=min_run_time,
+                        threads=threads)
+    latency_ms = {k: {"mean": v["mean_ms"], "std": v["std_ms"]} for k, v in lat.items()}
+    per_s = {k: flops[k.split("/")[0]] / (v["mean"] / 1e3) for k, v in latency_ms.items()}
+    return {"latency_ms": latency_ms, "gflops": flops, "gflop_per_s": per_s, "argmax_agreement": agreement,
+            "agreement_images": len(val), "agreement_split": cfg.eval_split, "notes": notes}
+
+
+# --- the whole bench ------------------------------------------------------------------------------
+
+def main(device: str = "cpu", image_size: int = 64, batch_size: int = 16, out="reports/bench.json",
+         preset: str | None = "demo", overrides: dict | None = None, *, rounds: int = 6, steps: int = 4,
+         warmup: int = 2, data_steps: int = 10, workers=(0, 1, 2), epoch_images: int = 320,
+         epoch_rounds: int = 3, latency_rounds: int = 3,
+         latency_min_time: float = 0.2, agreement_images: int = 4, int8: bool = True,
+         int8_min_agreement: float = 0.98, threads: int | None = None, verbose: bool = True) -> dict:
+    """Run the bench (see the module docstring), write `out` (JSON) and print a table.
+
+    `overrides` are Config values applied over the preset (tests pass data_root, checkpoints_dir).
+    The defaults take about a minute on 2 idle cores with the demo preset at 64 x 64, batch 16;
+    raise `rounds`, `steps` and `latency_min_time` for steadier numbers. Returns the written dict.
     """
-    n = 0
-    for child in module.children():
-        n += fold_conv_bn(child)
-    if isinstance(module, nn.Sequential):
-        keys = list(module._modules)
-        for a, b in zip(keys, keys[1:]):
-            conv, bn = module._modules[a], module._modules[b]
-            if (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats
-                    and bn.num_features == conv.out_channels):
-                if conv.training or bn.training:
-                    raise UserError("fold_conv_bn: call model.eval() first (training-mode BN "
-                                    "normalises with batch statistics, which cannot be folded).")
-                module._modules[a] = fuse_conv_bn_eval(conv, bn)
-                module._modules[b] = nn.Identity()
-                n += 1
-    return n
+    if image_size < 8 or batch_size < 1 or rounds < 1 or steps < 1 or data_steps < 1:
+        raise UserError(f"bench: need image_size >= 8, batch_size >= 1, rounds >= 1, steps >= 1, "
+                        f"data_steps >= 1 (got {image_size}, {batch_size}, {rounds}, {steps}, {data_steps}).")
+    cfg = make_config(preset, overrides, device)
+    dev = runtime.resolve_device(cfg.device)
+    malloc_tuned = runtime.keep_freed_memory()
+    threads = int(threads or torch.get_num_threads())
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    t_start = time.perf_counter()
+    try:
+        datasets.prepare_data(cfg, progress=verbose)
+        student, student_src = _load_or_build(cfg, "baseline", cfg.student_arch)
+        teacher, teacher_src = _load_or_build(cfg, "teacher", cfg.teacher_arch)
+        train_teacher = teachers.freeze(copy.deepcopy(teacher).to(dev), cfg)
+        _log(verbose, f"bench: {cfg.student_arch} student, {cfg.teacher_arch} teacher, {dev}, {threads} threads")
+
+        _log(verbose, "bench: training steps (synthetic batches, interleaved) ...")
+        train = training_throughput(student, train_teacher, cfg, dev, image_size, batch_size, rounds, steps, warmup)
+        _log(verbose, "bench: data loading ...")
+        data = data_wait(student, cfg, dev, batch_size, workers, data_steps)
+        epochs = None
+        if epoch_images > 0:
+            _log(verbose, f"bench: real epochs, baseline and cached response KD ({epoch_images} images) ...")
+            epochs = cached_epochs(student, train_teacher, cfg, dev, epoch_images, epoch_rounds)
+        del train_teacher
+        _log(verbose, "bench: inference paths ...")
+        inf = inference(student, teacher, cfg, dev, image_size, threads, latency_rounds, latency_min_time,
+                        agreement_images, int8, int8_min_agreement)
+    finally:
+        torch.set_num_threads(old_threads)
+
+    step = {k: v["median"] / 1e3 for k, v in train["step_ms"].items()}  # seconds per batch
+    _, amp_dtype = runtime.autocast(dev, cfg)
+    result = {
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "image_size": image_size, "batch_size": batch_size, "threads": threads,
+        "preset": preset, "torch": torch.__version__,
+        "models": {"student": cfg.student_arch, "teacher": cfg.teacher_arch},
+        "weights": {"student": student_src, "teacher": teacher_src},
+        "train_dtype": str(amp_dtype).replace("torch.", ""),
+        "freed_memory_kept": malloc_tuned,
+        "rounds": rounds, "steps_per_round": steps,
+        "step_ms": train["step_ms"],
+        "train_images_per_s": {k: batch_size / step[k] for k in STEP_KINDS},
+        "teacher_images_per_s": batch_size / step["teacher"],
+        "kd_overhead": {k: step[k] / step["baseline"] for k in STEP_KINDS if k != "baseline"},
+        "efficiency": {k: (step["baseline"] + step["teacher"]) / step[k] for k in ("response", "feature")},
+        "data_wait_share": {k: v["share"] for k, v in data.items()},
+        "data_wait": data,
+        "cached_epoch": epochs,
+        **{k: inf[k] for k in ("latency_ms", "gflops", "gflop_per_s", "argmax_agreement", "agreement_images",
+                               "agreement_split")},
+        "flop_convention": costs.FLOP_CONVENTION,
+        "cuda_peak_mem_mb": ({k: v for k, v in train["peaks"].items()} if dev.type == "cuda" else None),
+        "notes": inf["notes"] + _data_notes(data, data_steps),
+        "seconds": time.perf_counter() - t_start,
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    if verbose:
+        print(format_table(result))
+        print(f"\nwritten to {out}")
+    return result
 
 
-class ChannelsLast(nn.Module):
-    """Runs the wrapped (channels_last) model on a channels_last copy of its (N, C, H, W) input."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x.contiguous(memory_format=torch.channels_last))
+def _data_notes(data: dict, steps: int) -> list[str]:
+    per_epoch = next(iter(data.values()))["batches_per_epoch"] if data else steps + 1
+    if per_epoch > steps:
+        return []
+    return [f"the training split holds {per_epoch} batch(es) per epoch: the data-wait steps cross "
+            "epochs, and workers restart at each (persistent_workers=False), so wait shares with "
+            "workers are pessimistic here"]
 
 
-def _calibrate(model, calibration, input_size) -> None:
-    batches = calibration if calibration is not None else [
-        torch.randn(tuple(input_size), generator=torch.Generator().manual_seed(i)) for i in range(8)]
-    with torch.no_grad():
-        for x in batches:
-            model(x)
+def _log(verbose: bool, msg: str) -> None:
+    if verbose:
+        print(msg, flush=True)
 
 
-def optimize_for_inference(model: nn.Module, path: str = "eager", input_size=DEFAULT_INPUT,
-                           calibration=None) -> nn.Module:
-    """A new eval-mode module computing `model`'s output faster on CPU; `model` is not modified.
-
-    path:
-      "eager": an fp32 copy as it is (the reference).
-      "fused": Conv+BN folded (`fold_conv_bn`), weights and input in channels_last.
-      "jit":   torch.jit.trace on a channels_last input of `input_size`, then torch.jit.freeze
-               (which also folds Conv+BN) and torch.jit.optimize_for_inference. Other input sizes
-               work too. TorchScript is deprecated upstream (warnings are silenced here).
-      "int8":  FX post-training static quantization (x86 backend, CPU only), calibrated on
-               `calibration` (an iterable of (N, 3, H, W) float batches, normalised like real
-               inputs) or, if None, on 8 random batches; expect a small accuracy change, so check
-               it with `argmax_agreement` on real images.
-    """
-    if path not in PATHS:
-        raise UserError(f"optimize_for_inference: unknown path {path!r}; choose one of {PATHS}.")
-    m = copy.deepcopy(model).eval()
-    if path == "eager":
-        return m
-    if path == "fused":
-        fold_conv_bn(m)
-        return ChannelsLast(m.to(memory_format=torch.channels_last)).eval()
-    example = torch.randn(tuple(input_size), device=_model_device(m))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit / torch.ao.quantization deprecation notices
-        if path == "jit":
-            wrapped = ChannelsLast(m.to(memory_format=torch.channels_last)).eval()
-            with torch.no_grad():
-                traced = torch.jit.trace(wrapped, example, strict=False)
-                return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-        # int8
-        if _model_device(m).type != "cpu":
-            raise UserError("optimize_for_inference(path='int8') runs on CPU only; pass a CPU model.")
-        from torch.ao.quantization import get_default_qconfig_mapping
-        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-        try:
-            prepared = prepare_fx(m, get_default_qconfig_mapping("x86"), (example,))
-        except Exception as e:  # FX cannot trace data-dependent Python control flow
-            raise UserError(f"int8: torch.fx could not trace this model ({type(e).__name__}: "
-                            f"{e}); use path='fused' or 'jit' instead.") from e
-        _calibrate(prepared, calibration, input_size)
-        return convert_fx(prepared).eval()
-
-
-def argmax_agreement(model_a: nn.Module, model_b: nn.Module, images) -> float:
-    """Fraction of pixels where the two models' argmax classes agree.
-
-    images: a (N, 3, H, W) float tensor or an iterable of such batches. Both models run in
-    inference mode on each batch (moved to each model's device); 1.0 means identical label maps.
-    """
-    batches = [images] if isinstance(images, torch.Tensor) else images
-    same = total = 0
-    with torch.inference_mode():
-        for x in batches:
-            pa = _logits(model_a(x.to(_model_device(model_a)))).argmax(1).cpu()
-            pb = _logits(model_b(x.to(_model_device(model_b)))).argmax(1).cpu()
-            if pa.shape != pb.shape:
-                raise UserError(f"argmax_agreement: label maps differ in shape {tuple(pa.shape)} "
-                                f"vs {tuple(pb.shape)}.")
-            same += int((pa == pb).sum())
-            total += pa.numel()
-    if total == 0:
-        raise UserError("argmax_agreement: no images given.")
-    return same / total
+def format_table(r: dict) -> str:
+    """A plain-text summary of a bench result."""
+    f = lambda x: "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.3g}"  # noqa: E731
+    lines = [f"{r['models']['student']} student / {r['models']['teacher']} teacher on {r['device_name']}, "
+             f"{r['threads']} threads, torch {r['torch']}, training in {r['train_dtype']}",
+             f"\ntraining step, batch {r['batch_size']} x {r['image_size']}x{r['image_size']} "
+             f"(synthetic, median of {r['rounds']} interleaved rounds)",
+             f"{'kind':<17}{'ms/step':>10}{'±std':>8}{'img/s':>9}{'x baseline':>12}{'efficiency':>12}"
+             + (f"{'peak MB':>10}" if r["cuda_peak_mem_mb"] else "")]
+    for k in STEP_KINDS + ("teacher",):
+        s = r["step_ms"][k]
+        ips = r["teacher_images_per_s"] if k == "teacher" else r["train_images_per_s"][k]
+        ovh = 1.0 if k == "baseline" else r["kd_overhead"].get(k)
+        name = "teacher forward" if k == "teacher" else k
+        line = (f"{name:<17}{s['median']:>10.1f}{s['std']:>8.1f}{ips:>9.0f}{f(ovh) if ovh else '-':>12}"
+                f"{f(r['efficiency'].get(k)):>12}")
+        if r["cuda_peak_mem_mb"]:
+            line += f"{r['cuda_peak_mem_mb'][k]:>10.0f}"
+        lines.append(line)
+    lines.append("efficiency = (baseline step + teacher forward) / KD step (goal >= 0.9)")
+    lines.append("\nwaiting for data (real training split, data.loader, baseline steps)")
+    lines.append(f"{'setting':<12}{'wait share':>11}{'wait ms':>9}{'step ms':>9}{'1st batch ms':>14}")
+    for k, v in r["data_wait"].items():
+        lines.append(f"{k:<12}{v['share']:>11.1%}{v['wait_ms']:>9.1f}{v['step_ms']:>9.1f}{v['first_batch_ms']:>14.0f}")
+    ce = r.get("cached_epoch")
+    if ce:
+        lines.append(f"\nreal epochs over {ce['images']} training images, batch {ce['batch_size']}, "
+                     f"num_workers {ce['num_workers']} (median of {ce['rounds']} interleaved)")
+        lines.append(f"teacher pass filling the logit cache: {ce['cache_pass_s']:.2f} s (once)")
+        lines.append(f"baseline epoch {ce['epoch_s']['baseline']:.2f} s, cached response-KD epoch "
+                     f"{ce['epoch_s']['response_cached']:.2f} s: x{ce['ratio']:.2f} (goal <= 1.2)")
+    lines.append(f"\ninference, batch 1 x {r['image_size']}x{r['image_size']} "
+                 f"(GFLOPs: student {r['gflops']['student']:.3g}, teacher {r['gflops']['teacher']:.3g})")
+    lines.append(r.get("flop_convention", costs.FLOP_CONVENTION))
+    lines.append(f"agreement: argmax vs eager fp32 on {r['agreement_images']} real {r.get('agreement_split', 'val')} "
+                 "images; every path built by costs.optimize_for_inference, as the table's latency column")
+    lines.append(f"{'model/path':<17}{'ms':>9}{'±std':>8}{'GFLOP/s':>10}{'agreement':>11}")
+    for k, v in r["latency_ms"].items():
+        agr = r["argmax_agreement"].get(k)
+        lines.append(f"{k:<17}{v['mean']:>9.2f}{v['std']:>8.2f}{r['gflop_per_s'][k]:>10.1f}"
+                     f"{'ref' if agr is None else f'{agr:.4f}':>11}")
+    lines += [f"note: {n}" for n in r["notes"]]
+    return "\n".join(lines)

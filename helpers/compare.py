@@ -6,47 +6,15 @@ checkpoints; nothing here chooses among checkpoints, so val never takes part in 
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
-from . import bench, engine, metrics, report
+from . import costs, data, evaluation, metrics, runs, runtime, table, teachers
 from .config import Config
+from .evaluation import evaluate_cached
+from .runs import STUDENTS, reports_dir, seeds_of
+from .table import LABELS
 from .voc import CLASSES
-
-STUDENTS = ("baseline", "response", "feature")
-LABELS = {"baseline": "Without KD", "response": "Response-based", "feature": "Feature-based",
-          "teacher": "Teacher (reference)"}
-NOTEBOOK_OF = engine.TRAINED_BY
-
-
-def seeds_of(cfg: Config) -> list[int]:
-    return [cfg.seed + i for i in range(cfg.seeds)]
-
-
-def out_dir(cfg: Config) -> Path:
-    return Path(cfg.reports_dir) / cfg.run_name
-
-
-def student_path(cfg: Config, method: str, seed: int) -> Path:
-    path = engine.checkpoint_path(cfg, method, seed)
-    if not path.is_file():
-        raise engine.NotTrained(cfg, [(method, seed, path, "not there")])
-    return path
-
-
-def evaluate_cached(model, ds, cache: Path, source: Path | None, device, progress=True, desc="eval") -> dict:
-    """`engine.evaluate`, cached in `cache` (.npz) while it is newer than the `source` checkpoint."""
-    if cache.is_file() and (source is None or cache.stat().st_mtime >= source.stat().st_mtime):
-        z = np.load(cache, allow_pickle=False)
-        if list(z["ids"]) == ds.ids:
-            out = metrics.summarize(z["per_image_cm"], ds.ids)
-            out["per_image_cm"] = z["per_image_cm"]
-            return out
-    out = engine.evaluate(model, ds, device, progress=progress, desc=desc)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(cache, per_image_cm=out["per_image_cm"], ids=np.array(out["ids"]))
-    return out
 
 
 def load_all(cfg: Config, progress=True):
@@ -54,57 +22,59 @@ def load_all(cfg: Config, progress=True):
 
     Keys: "teacher", "baseline", "response", "feature", and "<method>_seed<s>" for extra seeds.
     Only loads: a missing or unfinished model (teacher included) is never trained here, it raises
-    `engine.NotTrained`, one message listing all of them, before anything is evaluated.
+    `runs.NotTrained`, one message listing all of them, before anything is evaluated.
     """
-    device = engine.resolve_device(cfg.device)
+    device = runtime.resolve_device(cfg.device)
     models, missing, paths = {}, [], {}
     try:
-        models["teacher"] = engine.get_teacher(cfg, device, progress, train=False)
-    except engine.NotTrained as e:
+        models["teacher"] = teachers.load_teacher(cfg, device)
+    except runs.NotTrained as e:
         missing += e.missing
     for method in STUDENTS:
         for s in seeds_of(cfg):
-            key, path = method if s == cfg.seed else f"{method}_seed{s}", engine.checkpoint_path(cfg, method, s)
+            key, path = runs.model_key(cfg, method, s), runs.checkpoint_path(cfg, method, s)
             if not path.is_file():
                 missing.append((method, s, path, "not there"))
                 continue
-            models[key], state = engine.load_model(path, device)
+            models[key], state = runs.load_model(path, device)
             paths[key] = path
             if not state.get("complete"):
                 missing.append((method, s, path, f"unfinished, epoch {state.get('epoch')} of {state.get('epochs')}"))
     if missing:
-        raise engine.NotTrained(cfg, missing)
-    engine.prepare_data(cfg, progress)
-    ds = engine.dataset(cfg, cfg.eval_split)
+        raise runs.NotTrained(cfg, missing)
+    data.prepare_data(cfg, progress)
+    ds = data.dataset(cfg, cfg.eval_split)
     evals = {}
     teacher = models["teacher"]
-    src = engine.checkpoint_path(cfg, "teacher")  # (a file only for teachers trained here)
-    cache = out_dir(cfg) / "eval" / f"teacher-{engine.teacher_identity(cfg)}.npz"
+    src = runs.checkpoint_path(cfg, "teacher")  # (a file only for teachers trained here)
+    cache = reports_dir(cfg) / "eval" / f"teacher-{teachers.teacher_identity(cfg)}.npz"
     evals["teacher"] = evaluate_cached(teacher, ds, cache, src if src.is_file() else None, device, progress,
                                        "eval teacher")
     for key, path in paths.items():
-        evals[key] = evaluate_cached(models[key], ds, out_dir(cfg) / "eval" / f"{key}.npz", path, device,
+        evals[key] = evaluate_cached(models[key], ds, reports_dir(cfg) / "eval" / f"{key}.npz", path, device,
                                      progress, f"eval {key}")
     return models, evals, ds
 
 
-def seed_summary(cfg: Config, method: str, students: dict, device, val=None) -> str:
+def seed_summary(cfg: Config, method: str, students: dict, device, val=None, teacher=None) -> str:
     """Val mIoU of `students` ({seed: model}, one method) beside the baseline of the same seed, as text.
 
     What notebooks 02-04 print after training; a missing baseline is said, not hidden. The verdict
     on each difference is notebook 05's (seed-level interval), not this quick look's.
     """
-    val = val if val is not None else engine.dataset(cfg, cfg.eval_split)
+    val = val if val is not None else data.dataset(cfg, cfg.eval_split)
     lines = [f"{cfg.eval_split} mIoU ({len(val)} images), final-epoch models of run '{cfg.run_name}':",
              f"{'seed':<6}{LABELS[method]:>16}" + (f"{LABELS['baseline']:>14}{'Δ':>9}" if method != "baseline" else "")]
+    if teacher is not None:
+        lines.insert(0, f"teacher mIoU {evaluation.evaluate(teacher, val, device)['miou']:.4f}")
     missing = []
     for s, model in students.items():
-        m = engine.evaluate(model, val, device)["miou"]
+        m = evaluation.evaluate(model, val, device)["miou"]
         row = f"{s:<6}{m:>16.4f}"
         if method != "baseline":
-            path = engine.checkpoint_path(cfg, "baseline", s)
+            path = runs.checkpoint_path(cfg, "baseline", s)
             if path.is_file():
-                b = engine.evaluate(engine.load_model(path, device)[0], val, device)["miou"]
+                b = evaluation.evaluate(runs.load_model(path, device)[0], val, device)["miou"]
                 row += f"{b:>14.4f}{m - b:>+9.4f}"
             else:
                 missing.append(s)
@@ -112,6 +82,8 @@ def seed_summary(cfg: Config, method: str, students: dict, device, val=None) -> 
     if missing:
         lines.append(f"No baseline for seed(s) {', '.join(map(str, missing))} of run '{cfg.run_name}' yet: run "
                      "notebook 02_baseline (or `python -m helpers train --method baseline --seed S`) to compare.")
+    if method != "baseline":
+        lines.append("Whether a difference is more than noise is decided in notebook 05 (seed-level interval).")
     return "\n".join(lines)
 
 
@@ -146,23 +118,23 @@ def _accuracy(evals, method, seeds, cfg) -> dict:
 
 
 def compare(cfg: Config, progress=True, write=True) -> dict:
-    """Evaluate, measure and write the table files; returns the results dict (see report.py)."""
+    """Evaluate, measure and write the table files; returns the results dict (see table.write_table_files)."""
     models, evals, ds = load_all(cfg, progress)
     seeds = seeds_of(cfg)
     size = (1, 3, cfg.latency_size, cfg.latency_size)
-    device = engine.resolve_device(cfg.device)
+    device = runtime.resolve_device(cfg.device)
     # the deployed networks (no KD adapter), measured interleaved in this process
-    deployed = {k: bench.optimize_for_inference(models[k], cfg.inference_path, size)
+    deployed = {k: costs.optimize_for_inference(models[k], cfg.inference_path, size)
                 for k in ("baseline", "response", "feature", "teacher")}
-    lat = bench.latency(deployed, size, device=str(device), min_run_time=cfg.latency_min_time)
+    lat = costs.latency(deployed, size, device=str(device), min_run_time=cfg.latency_min_time)
     rows = []
     for method in STUDENTS + ("teacher",):
         row = {"method": method, "label": LABELS[method],
                "arch": cfg.teacher_arch if method == "teacher" else cfg.student_arch,
                **_accuracy(evals, method, seeds, cfg),
-               "params": bench.count_parameters(models[method]), "gflops": bench.gflops(models[method], size),
+               "params": costs.count_parameters(models[method]), "gflops": costs.gflops(models[method], size),
                "latency_ms": lat[method]["mean_ms"], "latency_std_ms": lat[method]["std_ms"]}
-        row["params_str"] = bench.format_params(row["params"])
+        row["params_str"] = costs.format_params(row["params"])
         rows.append(row)
     interval = next(r["diff_vs_baseline"]["method"] for r in rows if r["diff_vs_baseline"])
     any_lat = next(iter(lat.values()))
@@ -176,5 +148,5 @@ def compare(cfg: Config, progress=True, write=True) -> dict:
         "dataset": cfg.dataset, "seeds": seeds,
     }
     if write:
-        report.write_table_files(results, out_dir(cfg))
+        table.write_table_files(results, reports_dir(cfg))
     return results

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import viz
-from .engine import predict
+from . import plots, viz
+from .evaluation import predict
 from .voc import CLASSES
 
 
@@ -54,7 +54,7 @@ def write_cases(model, ds, ev: dict, out_dir, num_success=10, num_failure=10, de
             fig = viz.four_panel(image, gt, pred, f"{name} · {kind} #{k} · {ids[i]} · per-image mIoU {scores[i]:.4f}")
             viz.save_figure(fig, path)
             written[kind].append((k, ids[i], float(scores[i]), path))
-    fig = viz.score_histogram(scores, f"{name}: per-image mIoU on {len(ids)} validation images")
+    fig = plots.score_histogram(scores, f"{name}: per-image mIoU on {len(ids)} validation images")
     viz.save_figure(fig, out_dir / "iou_distribution.png")
     (out_dir / "evaluation_metrics.txt").write_text(metrics_text(ev, name, written))
     return written
@@ -138,3 +138,18 @@ def browser(models: dict, ds, evals: dict, device="cpu"):
     draw()
     return w.VBox([w.HBox([image, alpha]), chosen, out])
 
+
+
+def write_all(models: dict, ds, evals: dict, out_dir, cfg, device="cpu") -> dict:
+    """`write_cases` for the three students and the teacher into out_dir/qualitative_results_<method>/
+    (the guide's layout); prints where each went. Returns {method: written}."""
+    from .paths import portable
+    from .table import LABELS
+
+    written = {}
+    for method in ("baseline", "response", "feature", "teacher"):
+        folder = Path(out_dir) / f"qualitative_results_{method}"
+        written[method] = write_cases(models[method], ds, evals[method], folder, cfg.num_success,
+                                      cfg.num_failure, device, LABELS[method])
+        print(f"{LABELS[method]:<22} -> {portable(folder)}")
+    return written

@@ -39,10 +39,10 @@ def timings_markdown(run_dir) -> str:
 
 def results_markdown(run_dir) -> str:
     """The run's markdown table, then mIoU and Δ of every seed (from kd_comparison_results.json)."""
-    from . import report
+    from . import table
 
     results = _read_json(Path(run_dir) / "kd_comparison_results.json", "notebook 05_compare")
-    out = [report.table_markdown(results).rstrip()]
+    out = [table.table_markdown(results).rstrip()]
     seeds = results.get("seeds") or []
     rows = [r for r in results["rows"] if len(r.get("per_seed_miou") or []) == len(seeds)]  # not the teacher
     if rows and len(seeds) > 1:

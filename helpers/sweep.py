@@ -1,6 +1,6 @@
 """Calibrating a KD method's weights on holdout: `python -m helpers sweep` (one job: the grid).
 
-Every setting of the grid's cartesian product is trained (`engine.fit` on train_split) for seeds
+Every setting of the grid's cartesian product is trained (`training.fit` on train_split) for seeds
 cfg.seed .. cfg.seed+N-1 and scored on monitor_split (holdout), never on eval_split: choosing KD
 weights is model selection. The baseline at the same seeds is the reference. A row per (setting,
 seed) is appended to DIR/sweep.csv as it finishes, so a stopped sweep resumes where it stopped;
@@ -17,10 +17,9 @@ import re
 import statistics
 from pathlib import Path
 
-from . import engine, paths
-from .config import Config, names, portable_value
+from . import data, evaluation, paths, runs, runtime, training
+from .config import Config, names, parse_value, portable_value
 from .errors import UserError
-from .runner import parse_value
 
 KNOBS = {"response": ("alpha", "temperature", "teacher_cache", "cache_stride"),
          "feature": ("beta", "feature_loss", "cwd_temperature")}
@@ -82,8 +81,8 @@ def study_teacher(cfg: Config, progress: bool = True) -> str:
     if cfg.teacher_weights not in ("scratch", "torchvision") or (
             cfg.teacher_weights == "torchvision" and cfg.teacher_epochs == 0):
         return cfg.teacher_weights  # a checkpoint file, or torchvision's weights as they are
-    engine.fit(cfg, "teacher", progress=progress)  # loads a finished one
-    return str(engine.checkpoint_path(cfg, "teacher").resolve())
+    training.fit(cfg, "teacher", progress=progress)  # loads a finished one
+    return str(runs.checkpoint_path(cfg, "teacher").resolve())
 
 
 def cell_config(cfg: Config, method: str, setting: dict, out: Path, teacher: str) -> Config:
@@ -126,14 +125,14 @@ def run(cfg: Config, method: str, grid_specs, seeds: int | None = None, out="rep
              for s in range(cfg.seed, cfg.seed + n)]
     todo = [c for c in cells if key(*c) not in done]
     teacher = study_teacher(cfg, progress) if any(m != "baseline" for m, _, _ in todo) else cfg.teacher_weights
-    device = engine.resolve_device(cfg.device)
+    device = runtime.resolve_device(cfg.device)
     bar = tqdm(cells, desc=f"sweep {method}", disable=not progress)
     for m, st, s in bar:
         bar.set_postfix_str(f"{label(m, st)}, seed {s}")
         if key(m, st, s) in done:
             continue
-        model, history = engine.fit(cell_config(cfg, m, st, out, teacher), m, seed=s, progress=False)
-        score = engine.evaluate(model, engine.dataset(cfg, cfg.monitor_split), device)["miou"]
+        model, history = training.fit(cell_config(cfg, m, st, out, teacher), m, seed=s, progress=False)
+        score = evaluation.evaluate(model, data.dataset(cfg, cfg.monitor_split), device)["miou"]
         with open(csv_path, "a", newline="") as f:
             writer = csv.DictWriter(f, columns)
             if f.tell() == 0:

@@ -241,6 +241,11 @@ def available_splits(root) -> list[str]:
     return [s for s in STANDARD_SPLITS if s in names] + [s for s in names if s not in STANDARD_SPLITS]
 
 
+def samples(ds: SegDataset, n: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The first `n` samples of `ds` as (id, image (H, W, 3) uint8, labels (H, W)), for drawing."""
+    return [(ds.ids[i], *map(np.asarray, ds.load(i))) for i in range(min(n, len(ds)))]
+
+
 def split_statistics(ds: SegDataset, limit: int | None = 2000) -> dict:
     """Pixel count and image count per class, and objects (connected regions of one class) per
     image, over the first `limit` samples of `ds` (void excluded)."""

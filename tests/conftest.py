@@ -8,7 +8,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 ROOT = Path(__file__).resolve().parent.parent
 VOC_SAMPLE = ROOT.parent / "shared" / "fixtures" / "voc2012_sample"
-TINY_SCALE = 0.02  # demo_scale giving the splits below (see engine.prepare_data)
+TINY_SCALE = 0.02  # demo_scale giving the splits below (see data.prepare_data)
 TINY_SPLITS = {"train": 12, "holdout": 4, "val": 6, "teacher": 60}
 
 
@@ -52,14 +52,18 @@ def one_thread():
 
 
 def count_epochs(monkeypatch) -> list:
-    """Record the (0-based) epochs that engine.fit actually trains from now on."""
-    from helpers import engine
+    """Record the (0-based) epochs that training.fit actually trains from now on (read by parameter
+    name from the call, whatever its positional layout)."""
+    import inspect
 
-    trained, real = [], engine.train_one_epoch
+    from helpers import training
+
+    trained, real = [], training.train_one_epoch
+    signature = inspect.signature(real)
 
     def counted(*a, **k):
-        trained.append(a[10] if len(a) > 10 else k["epoch"])
+        trained.append(signature.bind(*a, **k).arguments["epoch"])
         return real(*a, **k)
 
-    monkeypatch.setattr(engine, "train_one_epoch", counted)
+    monkeypatch.setattr(training, "train_one_epoch", counted)
     return trained

@@ -1,153 +1,142 @@
-"""Benchmarking: parameter and FLOP counts against hand formulas, latency, faster inference paths."""
+"""The performance bench (`python -m helpers bench`): one tiny run writes a complete, well-formed
+bench.json whose faster inference paths compute what eager fp32 computes. Timings are not
+asserted (they depend on the machine); only that they are measured and finite."""
+import inspect
+import json
+import math
+
 import pytest
 import torch
-from torch import nn
 
-from helpers.bench import (FLOP_CONVENTION, argmax_agreement, count_parameters, fold_conv_bn, format_params,
-                           gflops, latency, optimize_for_inference)
-from helpers.errors import UserError
+from helpers import __main__ as cli, data, runs
+from helpers import bench as bench_cmd
+from helpers import checkpoint
+from helpers.models import build_model
+
+pytestmark = pytest.mark.slow
+
+KINDS = ("baseline", "response", "response_cached", "feature")
 
 
-def tiny_segnet(seed=0) -> nn.Sequential:
-    """Conv-BN-ReLU x3 and a 1x1 classifier to 21 classes; BNs with non-trivial running stats."""
-    torch.manual_seed(seed)
-    layers, c = [], 3
-    for out in (8, 16, 16):
-        layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
-        c = out
-    layers.append(nn.Conv2d(c, 21, 1))
-    net = nn.Sequential(*layers)
+def positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def bench(demo_root, tmp_path_factory):
+    """One tiny bench on the smoke preset, data and checkpoints redirected to tmp folders."""
+    tmp = tmp_path_factory.mktemp("bench")
+    overrides = {"data_root": str(demo_root), "demo_size": 32, "crop_size": 32, "base_size": 32,
+                 "checkpoints_dir": str(tmp / "ckpt")}
+    # a "trained" student with non-trivial BatchNorm statistics, so Conv+BN folding has work to do
+    cfg = bench_cmd.make_config("smoke", overrides)
+    torch.manual_seed(3)
+    student = build_model(cfg.student_arch)
     with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-1, 1)
-                m.running_var.uniform_(0.3, 3)
+        for m in student.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-    return net.eval()
+                m.bias.uniform_(-0.2, 0.2)
+    ckpt = runs.checkpoint_path(cfg, "baseline")
+    checkpoint.save({"arch": cfg.student_arch, "num_classes": 21, "model": student.state_dict(),
+                     "complete": True}, ckpt)
+    out = tmp / "reports" / "bench.json"
+    result = bench_cmd.main("cpu", image_size=32, batch_size=4, out=out, preset="smoke", overrides=overrides,
+                       rounds=2, steps=1, warmup=1, data_steps=3, workers=(0, 1), epoch_images=8,
+                       epoch_rounds=1, latency_rounds=2,
+                       latency_min_time=0.01, agreement_images=3, threads=1, verbose=False)
+    return result, out, ckpt
 
 
-class DictOut(nn.Module):
-    """torchvision segmentation style: returns {"out": logits}."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return {"out": self.net(x)}
-
-
-IMAGES = torch.randn(2, 3, 40, 48, generator=torch.Generator().manual_seed(1))
-
-
-def test_count_parameters_and_format():
-    conv = nn.Conv2d(3, 8, 3)
-    assert count_parameters(conv) == 8 * 3 * 9 + 8
-    shared = nn.Linear(4, 4)
-    assert count_parameters(nn.Sequential(shared, shared)) == 20  # a shared layer counts once
-    assert format_params(3_221_000) == "3.22M"
-    assert format_params(81_200) == "81.2K"
-    assert format_params(950) == "950"
-    assert format_params(58_600_000) == "58.60M"
-
-
-def test_gflops_of_a_conv_matches_the_hand_formula():
-    conv = nn.Conv2d(3, 16, 3, padding=1, bias=False)
-    # multiply-add = 2 FLOPs: 2 * C_out * H * W * C_in * k * k
-    assert gflops(conv, (1, 3, 32, 32)) == pytest.approx(2 * 16 * 32 * 32 * 3 * 9 / 1e9)
-    dw = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False)  # output 16 x 16
-    assert gflops(dw, (2, 8, 32, 32)) == pytest.approx(2 * 2 * 8 * 16 * 16 * 1 * 9 / 1e9)
-
-
-def test_one_flop_convention_a_multiply_add_is_two_flops():
-    conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)  # 9 multiply-adds per output pixel, 8 x 8 outputs
-    assert gflops(conv, (1, 1, 8, 8)) * 1e9 == 2 * 9 * 64
-    assert "multiply-add counted as 2" in FLOP_CONVENTION and "torch.utils.flop_counter" in FLOP_CONVENTION
-
-
-def test_gflops_restores_training_mode():
-    net = tiny_segnet().train()
-    gflops(net, (1, 3, 16, 16))
-    assert net.training
+def test_bench_writes_a_complete_bench_json(bench):
+    result, out, ckpt = bench
+    written = json.loads(out.read_text())
+    assert written == json.loads(json.dumps(result))  # what main returns is what it wrote
+    r = written
+    assert (r["device"], r["image_size"], r["batch_size"], r["threads"]) == ("cpu", 32, 4, 1)
+    assert r["torch"] == torch.__version__
+    assert r["models"] == {"student": "compact_s", "teacher": "compact_l"}
+    assert r["weights"]["student"] == str(ckpt)           # the run's finished student was used
+    assert r["weights"]["teacher"] == "random init"       # no teacher trained: nothing downloaded
+    assert set(r["train_images_per_s"]) == set(KINDS)
+    assert all(positive(v) for v in r["train_images_per_s"].values())
+    assert positive(r["teacher_images_per_s"])
+    assert set(r["kd_overhead"]) == {"response", "response_cached", "feature"}
+    assert all(positive(v) for v in r["kd_overhead"].values())
+    assert set(r["efficiency"]) == {"response", "feature"}
+    assert all(positive(v) for v in r["efficiency"].values())
+    assert set(r["data_wait_share"]) == {"workers=0", "workers=1"}
+    assert all(0 < v < 1 for v in r["data_wait_share"].values())
+    assert r["data_wait"]["workers=0"]["steps"] == 3      # after one start-up step, left out
+    ce = r["cached_epoch"]                                # real epochs: baseline vs cached response KD
+    assert ce["images"] == 8 and positive(ce["cache_pass_s"]) and positive(ce["ratio"])
+    assert set(ce["epoch_s"]) == {"baseline", "response_cached"} and all(map(positive, ce["epoch_s"].values()))
+    for name in ("student/eager", "student/fused", "student/jit", "teacher/eager", "teacher/fused",
+                 "teacher/jit"):
+        assert positive(r["latency_ms"][name]["mean"]), name
+        assert math.isfinite(r["latency_ms"][name]["std"]), name
+    assert set(r["gflop_per_s"]) == set(r["latency_ms"])
+    assert all(positive(v) for v in r["gflop_per_s"].values())
+    assert positive(r["gflops"]["student"]) and r["gflops"]["teacher"] > r["gflops"]["student"]
+    assert "student/int8" in r["argmax_agreement"]        # compact student on CPU: int8 is tried
+    assert r["agreement_split"] == "val" and "multiply-add counted as 2" in r["flop_convention"]
+    assert r["cuda_peak_mem_mb"] is None
+    table = bench_cmd.format_table(r)  # what the CLI prints
+    assert all(k in table for k in KINDS + ("workers=1", "student/jit", "teacher/eager", "cached response-KD epoch",
+                                            r["flop_convention"], "on 3 real val images"))
 
 
-def test_latency_measures_every_model_and_leaves_them_unchanged():
-    a, b = tiny_segnet(0), tiny_segnet(1).train()
-    res = latency({"a": a, "b": b}, input_size=(1, 3, 32, 32), warmup=1, rounds=2,
-                  min_run_time=0.02)
-    assert set(res) == {"a", "b"}
-    for r in res.values():
-        assert r["mean_ms"] > 0 and r["std_ms"] >= 0 and r["runs"] >= 2
-        assert r["device"] == "cpu" and r["dtype"] == "float32" and r["input_size"] == [1, 3, 32, 32]
-        assert r["threads"] >= 1
-    assert b.training and not a.training
+def test_compiled_paths_agree_with_eager_on_real_images(bench):
+    agreement = bench[0]["argmax_agreement"]
+    for name in ("student/fused", "student/jit", "teacher/fused", "teacher/jit"):
+        assert agreement[name] >= 0.999, (name, agreement[name])
+    assert bench[0]["agreement_images"] == 3
 
 
-def test_latency_accepts_frozen_jit_models():
-    jit = optimize_for_inference(tiny_segnet(), "jit", input_size=(1, 3, 32, 32))
-    res = latency({"jit": jit}, input_size=(1, 3, 32, 32), warmup=1, rounds=1, min_run_time=0.01,
-                  threads=1)
-    assert res["jit"]["mean_ms"] > 0 and res["jit"]["threads"] == 1
+def test_synthetic_batches_have_void_and_cached_logits():
+    plain, cached = bench_cmd.synthetic_batches(2, batch_size=3, image_size=16, seed=1)
+    images, masks = plain[0]
+    assert images.shape == (3, 3, 16, 16) and masks.shape == (3, 16, 16) and masks.dtype == torch.int64
+    valid = masks[masks != 255]
+    assert (masks == 255).any() and valid.min() >= 0 and valid.max() <= 20
+    _, _, maps, geometry = cached[0]
+    assert cached[0][0] is images and maps.shape == (3, 21, 4, 4) and maps.dtype == torch.float16
+    # the geometry of the whole image: sampling the map is its bilinear upsampling
+    from helpers.transforms import sample_cached
+    up = torch.nn.functional.interpolate(maps.float(), size=(16, 16), mode="bilinear", align_corners=False)
+    assert torch.allclose(sample_cached(maps, geometry, (16, 16)), up, atol=1e-5)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
-def test_cuda_without_gpu_is_a_user_error():
-    with pytest.raises(UserError, match="CUDA"):
-        latency({"a": tiny_segnet()}, input_size=(1, 3, 8, 8), device="cuda")
+def test_cli_bench_arguments_reach_perf_main(monkeypatch, tmp_path):
+    seen = {}
+    real = inspect.signature(bench_cmd.main)
+    monkeypatch.setattr(bench_cmd, "main", lambda **kw: seen.update(kw))
+    cli.main(["bench", "--device", "cpu", "--image-size", "48", "--batch-size", "8", "--preset", "smoke",
+              "--out", str(tmp_path / "b.json")])
+    real.bind(**seen)  # every argument the CLI passes is one main accepts
+    assert (seen["image_size"], seen["batch_size"], seen["preset"]) == (48, 8, "smoke")
+    assert str(seen["out"]) == str(tmp_path / "b.json")
 
 
-def test_fold_conv_bn_folds_every_pair_and_keeps_the_output():
-    net = tiny_segnet()
-    ref = net(IMAGES)
-    assert fold_conv_bn(net) == 3
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
-    torch.testing.assert_close(net(IMAGES), ref, atol=1e-4, rtol=1e-4)
-    with pytest.raises(UserError, match="eval"):
-        fold_conv_bn(tiny_segnet().train())
+def test_agreement_is_measured_on_real_val_images_with_the_tables_path_function(tiny_cfg, monkeypatch):
+    """The table's latency column times costs.optimize_for_inference(model, cfg.inference_path, size);
+    the bench's agreement must come from that same function, on real eval_split images (not noise)."""
+    from helpers import costs as bench_mod
 
-
-@pytest.mark.parametrize("path", ["eager", "fused", "jit"])
-def test_float_paths_agree_with_eager_and_leave_the_input_alone(path):
-    net = tiny_segnet()
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    fast = optimize_for_inference(net, path, input_size=(1, 3, 32, 32))  # traced at another size
-    assert fast is not net
-    with torch.no_grad():
-        torch.testing.assert_close(fast(IMAGES), net(IMAGES), atol=1e-4, rtol=1e-4)
-    assert argmax_agreement(net, fast, IMAGES) >= 0.999
-    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 3
-    for k, v in net.state_dict().items():
-        assert torch.equal(v, before[k]), k
-
-
-@pytest.mark.parametrize("path", ["fused", "jit"])
-def test_paths_keep_torchvision_style_dict_output(path):
-    net = DictOut(tiny_segnet())
-    fast = optimize_for_inference(net, path, input_size=(1, 3, 32, 32))
-    with torch.no_grad():
-        torch.testing.assert_close(fast(IMAGES)["out"], net(IMAGES)["out"], atol=1e-4, rtol=1e-4)
-
-
-def test_int8_path_stays_close_to_eager():
-    net = tiny_segnet()
-    calib = [torch.randn(2, 3, 40, 48, generator=torch.Generator().manual_seed(i)) for i in range(4)]
-    q = optimize_for_inference(net, "int8", input_size=(1, 3, 40, 48), calibration=calib)
-    assert argmax_agreement(net, q, IMAGES) >= 0.9
-
-
-def test_argmax_agreement_counts_pixels():
-    net = tiny_segnet()
-
-    class Negated(nn.Module):
-        def forward(self, x):
-            return -net(x)
-
-    assert argmax_agreement(net, net, IMAGES) == 1.0
-    assert argmax_agreement(net, Negated(), IMAGES) < 0.1  # argmax becomes the argmin
-    assert argmax_agreement(net, net, [IMAGES[:1], IMAGES[1:]]) == 1.0
-
-
-def test_unknown_path_is_a_user_error():
-    with pytest.raises(UserError, match="fused"):
-        optimize_for_inference(tiny_segnet(), "tensorrt")
+    built, seen = [], []
+    real_opt, real_agree = bench_mod.optimize_for_inference, bench_mod.argmax_agreement
+    monkeypatch.setattr(bench_mod, "optimize_for_inference",
+                        lambda net, path, *a, **k: built.append(path) or real_opt(net, path, *a, **k))
+    monkeypatch.setattr(bench_mod, "argmax_agreement",
+                        lambda a, b, images: seen.append(list(images)) or real_agree(a, b, images))
+    student, teacher = build_model("compact_s").eval(), build_model("compact_l").eval()
+    r = bench_cmd.inference(student, teacher, tiny_cfg, torch.device("cpu"), 32, threads=1, rounds=1,
+                       min_run_time=0.01, images=3, int8=False)
+    assert built == ["eager", "fused", "jit"] * 2
+    val = data.dataset(tiny_cfg, tiny_cfg.eval_split)
+    for images in seen:
+        assert len(images) == 3 and all(torch.equal(x[0], val[i][0]) for i, x in enumerate(images))
+    assert r["agreement_split"] == "val" and set(r["argmax_agreement"]) == {
+        "student/fused", "student/jit", "teacher/fused", "teacher/jit"}

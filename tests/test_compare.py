@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import bench, compare, engine, metrics, report
+from helpers import analysis, compare, costs, metrics, runs, table, training
 from helpers.voc import CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ def two_seeds(tmp_path_factory, demo_root):
                  bootstrap_resamples=100, latency_size=32, latency_min_time=0.01)
     for method in compare.STUDENTS:
         for s in compare.seeds_of(cfg):
-            engine.fit(cfg, method, seed=s, progress=False)
+            training.fit(cfg, method, seed=s, progress=False)
     return cfg
 
 
@@ -62,11 +62,11 @@ def test_table_delta_is_the_difference_of_its_mIoU_column(seeds, tmp_path, monke
     evals = _fake_evals(cfg)
     models = {k: torch.nn.Conv2d(3, len(CLASSES), 1) for k in ("teacher",) + compare.STUDENTS}
     monkeypatch.setattr(compare, "load_all", lambda cfg, progress=True: (models, evals, list(range(30))))
-    monkeypatch.setattr(bench, "optimize_for_inference", lambda m, path, size: m)
-    monkeypatch.setattr(bench, "gflops", lambda m, size: 0.1)
+    monkeypatch.setattr(costs, "optimize_for_inference", lambda m, path, size: m)
+    monkeypatch.setattr(costs, "gflops", lambda m, size: 0.1)
     fake_lat = {"mean_ms": 1.0, "std_ms": 0.1, "device": "cpu", "threads": 1, "dtype": "float32",
                 "input_size": [1, 3, 32, 32]}
-    monkeypatch.setattr(bench, "latency", lambda models, *a, **k: {m: dict(fake_lat) for m in models})
+    monkeypatch.setattr(costs, "latency", lambda models, *a, **k: {m: dict(fake_lat) for m in models})
     results = compare.compare(cfg, progress=False)
     rows = {r["method"]: r for r in results["rows"]}
     for m in ("response", "feature"):
@@ -78,9 +78,9 @@ def test_table_delta_is_the_difference_of_its_mIoU_column(seeds, tmp_path, monke
         assert d["low"] <= d["diff"] <= d["high"] and d["significant"] == (d["low"] > 0 or d["high"] < 0)
     assert rows["teacher"]["n_seeds"] == 1 and rows["teacher"]["diff_vs_baseline"] is None
     assert all(r["miou_ci"][0] <= r["miou"] <= r["miou_ci"][1] for r in rows.values())
-    data = report.read_table_json(tmp_path / "fake")
+    data = table.read_table_json(tmp_path / "fake")
     assert data["rows"][0]["per_seed_miou"] == rows[data["rows"][0]["method"]]["per_seed_miou"]
-    text = report.analysis_text(results)
+    text = analysis.analysis_text(results)
     if seeds == 1:
         assert "paired percentile bootstrap" in results["protocol"]
         assert "One seed: the interval covers the choice of val images, not training noise" in text
@@ -111,7 +111,7 @@ def test_compare_cli_with_two_seeds_shows_mean_and_std(two_seeds):
 
 
 def test_qualitative_cli_writes_the_guide_layout(two_seeds, tmp_path):
-    ckpt = engine.checkpoint_path(two_seeds, "response")
+    ckpt = runs.checkpoint_path(two_seeds, "response")
     out = tmp_path / "qualitative_results_response"
     res = cli("qualitative", "--checkpoint", str(ckpt), "--output-dir", str(out), "--num-success", "3",
               "--num-failure", "2")

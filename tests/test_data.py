@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import demo_data, voc
+from helpers import data, demo_data, evaluation, training, voc
 from helpers.errors import UserError
 from helpers.transforms import eval_transform, train_transform
 
@@ -194,15 +194,14 @@ def test_split_statistics(demo_root):
 
 def test_one_code_path_trains_and_evaluates_on_the_real_voc_format(voc_sample, tmp_path):
     """The real VOC file (500x375) through the same training loop and full-resolution evaluation."""
-    from helpers import engine
     from helpers.config import Config
 
     cfg = Config(dataset="voc", data_root=str(voc_sample), checkpoints_dir=str(tmp_path), run_name="v",
                  teacher_split="train", monitor_split="val", epochs=1, teacher_epochs=1, batch_size=1,
                  crop_size=64, base_size=64, warmup_iters=1, device="cpu")
-    model, history = engine.fit(cfg, "response", progress=False)
+    model, history = training.fit(cfg, "response", progress=False)
     assert history["epoch"] == [1] and len(history["kd"]) == 1
-    r = engine.evaluate(model, engine.dataset(cfg, "val"))
+    r = evaluation.evaluate(model, data.dataset(cfg, "val"))
     assert r["per_image_cm"].shape == (1, 21, 21)
     # every non-void pixel of the 500x375 mask is counted once (full resolution, 255 ignored)
     labels = voc.get_dataset(voc_sample, "val").load(0)[1]

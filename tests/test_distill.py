@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Categorical, kl_divergence
 
-from helpers import checkpoint, engine
+from helpers import checkpoint, runs, training
 from helpers.distill import FeatureAdapter, cwd_loss, distill_loss, hint_loss, response_kd_loss
 from helpers.models import build_model
 
@@ -184,13 +184,13 @@ def test_fit_trains_the_adapter_but_the_student_does_not_keep_it(tiny_cfg, monke
             self.initial = {k: v.clone() for k, v in self.state_dict().items()}
             made.append(self)
 
-    monkeypatch.setattr(engine, "FeatureAdapter", Recorded)
-    model, _ = engine.fit(tiny_cfg, "feature", progress=False)
+    monkeypatch.setattr(training, "FeatureAdapter", Recorded)
+    model, _ = training.fit(tiny_cfg, "feature", progress=False)
     assert len(made) == 1
     adapter = made[0]
     weight = adapter.proj[0].weight
     assert not torch.equal(weight.detach(), adapter.initial["proj.0.weight"])  # trained
-    saved = checkpoint.load(engine.checkpoint_path(tiny_cfg, "feature"))
+    saved = checkpoint.load(runs.checkpoint_path(tiny_cfg, "feature"))
     assert torch.equal(saved["adapter"]["proj.0.weight"], weight.detach().contiguous())
 
     baseline = build_model(tiny_cfg.student_arch)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import engine, paths, runner
+from helpers import config, paths, runner, runs, session, training
 from helpers.config import Config
 from helpers.errors import UserError
 
@@ -26,7 +26,7 @@ def test_relative_paths_mean_the_project_root_from_any_working_directory(tmp_pat
         cfg = Config(data_root="data/x", checkpoints_dir="ck", reports_dir="rep", sbd_root="data/voc/SBD",
                      teacher_weights="checkpoints/t.pt")
         assert cfg.data_root == str(ROOT / "data" / "x") and cfg.sbd_root == str(ROOT / "data" / "voc" / "SBD")
-        assert engine.checkpoint_path(cfg, "baseline") == ROOT / "ck" / "demo" / "baseline.pt"
+        assert runs.checkpoint_path(cfg, "baseline") == ROOT / "ck" / "demo" / "baseline.pt"
         assert cfg.reports_dir == str(ROOT / "rep") and cfg.teacher_weights == str(ROOT / "checkpoints" / "t.pt")
         stored = cfg.to_dict()  # what a checkpoint keeps: root-relative, as written
         assert (stored["data_root"], stored["checkpoints_dir"], stored["teacher_weights"]) == \
@@ -57,9 +57,9 @@ def test_a_checkpoint_written_with_absolute_paths_is_still_reused(tmp_path, monk
     cfg = Config(teacher_weights="checkpoints/teachers/t.pt")
     saved = {**cfg.to_dict(), "teacher_weights": str(ROOT / "checkpoints/teachers/t.pt"),
              "data_root": str(ROOT / "data" / "demo"), "checkpoints_dir": str(ROOT / "checkpoints")}
-    engine._check_settings(cfg, "response", {"config": saved}, "x.pt")  # the same files: no complaint
+    training._check_settings(cfg, "response", {"config": saved}, "x.pt")  # the same files: no complaint
     with pytest.raises(UserError, match=r"teacher_weights.*--force"):
-        engine._check_settings(cfg, "response", {"config": {**saved, "teacher_weights": "other.pt"}}, "x.pt")
+        training._check_settings(cfg, "response", {"config": {**saved, "teacher_weights": "other.pt"}}, "x.pt")
 
 
 # --------------------------------------------------------------------------- VOC split names
@@ -80,7 +80,7 @@ def test_voc_refuses_the_demo_split_names_before_anything_runs(tmp_path):
     # a split list of one's own in a real VOC tree is a split
     (demo / "demo.json").unlink()
     assert Config(dataset="voc", data_root=str(demo), teacher_split="train").monitor_split == "holdout"
-    Config.from_dict(runner.load_preset("voc"))  # the voc preset passes
+    Config.from_dict(config.load_preset("voc"))  # the voc preset passes
 
 
 def test_runner_refuses_demo_splits_on_voc_before_running(tmp_path):
@@ -95,17 +95,17 @@ def test_forget_deletes_every_seed_of_one_method(tiny_cfg):
     made = []
     for method in ("baseline", "response"):
         for s in (0, 1):
-            p = engine.checkpoint_path(cfg, method, s)
+            p = runs.checkpoint_path(cfg, method, s)
             p.parent.mkdir(parents=True, exist_ok=True)
             for f in (p, p.with_name(p.stem + "_history.json")):
                 f.write_text("x")
                 made.append(f)
-    gone = engine.forget(cfg, "baseline")
+    gone = training.forget(cfg, "baseline")
     assert sorted(gone) == sorted(f for f in made if "baseline" in f.name)
     assert all(f.exists() == ("response" in f.name) for f in made)
     user_file = Path(cfg.checkpoints_dir) / "mine.pt"
     user_file.write_text("x")
-    assert engine.forget(cfg.replace(teacher_weights=str(user_file)), "teacher") == [] and user_file.exists()
+    assert training.forget(cfg.replace(teacher_weights=str(user_file)), "teacher") == [] and user_file.exists()
 
 
 @pytest.mark.slow
@@ -115,7 +115,7 @@ def test_train_force_on_the_command_line(tiny_cfg, demo_root, capsys):
     args = ["train", "--method", "baseline", "--preset", "smoke"]
     for k in ("checkpoints_dir", "data_root", "demo_size", "crop_size", "base_size", "device", "monitor_every"):
         args += ["-p", k, str(getattr(tiny_cfg, k))]
-    path = engine.checkpoint_path(tiny_cfg.replace(run_name="smoke"), "baseline")  # (the preset names the run)
+    path = runs.checkpoint_path(tiny_cfg.replace(run_name="smoke"), "baseline")  # (the preset names the run)
     assert main(args) == 0 and path.is_file()
     first = path.stat().st_mtime_ns
     capsys.readouterr()
@@ -131,10 +131,8 @@ def _execute(name: str, out: Path, params: dict):
     """Execute a notebook with its kernel in notebooks/, as JupyterLab does."""
     import papermill
 
-    declared = runner.notebook_parameters(NOTEBOOKS / f"{name}.ipynb")
     return papermill.execute_notebook(
-        str(NOTEBOOKS / f"{name}.ipynb"), str(out / f"{name}.ipynb"),
-        parameters={k: v for k, v in params.items() if k in declared}, kernel_name="python3",
+        str(NOTEBOOKS / f"{name}.ipynb"), str(out / f"{name}.ipynb"), parameters=params, kernel_name="python3",
         cwd=str(NOTEBOOKS), progress_bar=False, kernel_manager_class=runner._local_kernel_manager())
 
 
@@ -147,8 +145,7 @@ def test_notebooks_in_notebooks_folder_use_the_root_and_evaluation_never_trains(
     monkeypatch.setenv(paths.ROOT_ENV, str(root))  # the kernels inherit it: relative paths land here
     before = listing(NOTEBOOKS)
     run_name = f"paths-{uuid.uuid4().hex[:8]}"
-    params = {**runner.load_preset("smoke"), "run_name": run_name, "device": "cpu"}
-    assert not Path(params["data_root"]).is_absolute() and "checkpoints_dir" not in params  # the defaults
+    params = {"preset": "smoke", "run_name": run_name, "overrides": {"device": "cpu"}}
 
     # 05 with nothing trained: fails, with the message alone (no traceback), and trains nothing
     with pytest.raises(papermill.PapermillExecutionError) as err:
@@ -163,18 +160,22 @@ def test_notebooks_in_notebooks_folder_use_the_root_and_evaluation_never_trains(
     failure = runner._failure_message("05_compare", err.value, tmp_path / "05_compare.ipynb")
     assert f"Run '{run_name}' has no finished model" in failure
 
-    # train the run as `make report` would (root-relative paths), then open 02 and 05 in "JupyterLab"
-    cfg = Config.from_dict({k: v for k, v in params.items() if k in Config.__dataclass_fields__})
+    # train the run as `make report` would (root-relative paths, the run recorded) ...
+    cfg = config.from_preset("smoke", {"run_name": run_name, "device": "cpu"})
+    session.record(cfg, "smoke", "test")
     for method in ("baseline", "response", "feature"):  # (the teacher is trained on the way)
-        engine.fit(cfg, method, progress=False)
+        training.fit(cfg, method, progress=False)
     ckpts = root / "checkpoints"
-    stamps = {p: p.stat().st_mtime_ns for p in [*ckpts.rglob("*"), root / "data" / "demo-smoke" / "demo.json"]
-              if p.is_file()}
+    stamps = {p: p.stat().st_mtime_ns for p in [*ckpts.rglob("*.pt"), root / "data" / "demo-smoke" / "demo.json"]}
     assert any(p.name == "baseline.pt" for p in stamps) and any(p.parent.name == "teachers" for p in stamps)
-    _execute("02_baseline", tmp_path, params)
-    _execute("05_compare", tmp_path, params)
+    # ... then open 02 and 05 in "JupyterLab": no parameter given, they follow the current run
+    _execute("02_baseline", tmp_path, {})
+    _execute("05_compare", tmp_path, {})
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained or regenerated
-    assert {p for p in ckpts.rglob("*") if p.is_file()} == {p for p in stamps if ckpts in p.parents}
+    assert {p for p in ckpts.rglob("*.pt")} == {p for p in stamps if ckpts in p.parents}
+    first = nbformat.read(tmp_path / "05_compare.ipynb", as_version=4).cells
+    setup_out = "".join(o.get("text", "") for c in first if "session.start" in c.source for o in c.outputs)
+    assert f"run '{run_name}' · settings: recorded by 02_baseline" in setup_out
     assert (root / "reports" / run_name / "kd_comparison_results.json").is_file()
     assert listing(NOTEBOOKS) == before  # nothing written under notebooks/
 

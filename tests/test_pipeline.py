@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import browser
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
@@ -78,13 +80,11 @@ def test_qualitative_folders(smoke):
 
 
 def test_report_html_in_browser(smoke):
-    from helpers import report
-
     html = smoke["out"] / "report.html"
     assert html.is_file() and "Knowledge Distillation" in html.read_text()
-    if report.find_chromium() is None:
+    if browser.find_chromium() is None:
         pytest.skip("Chromium not installed (.ci/install-chromium.sh installs it)")
-    res = report.check_report_in_browser(html)
+    res = browser.check_report_in_browser(html)
     assert res["table"] and res["images"] > 5 and not res["broken"], res
 
 
@@ -92,19 +92,23 @@ def test_second_run_reuses_checkpoints(smoke):
     ckpts = sorted((smoke["base"] / "ckpt").rglob("*.pt"))
     assert len(ckpts) == 4  # teacher + three students
     before = {p: p.stat().st_mtime_ns for p in ckpts}
-    again = cli(*smoke["args"])
-    assert again.returncode == 0, again.stderr
+    from helpers import runner  # the training notebooks again, in this process (05/06 only load)
+
+    overrides = {"checkpoints_dir": str(smoke["base"] / "ckpt"), "data_root": str(smoke["base"] / "data")}
+    runner.run("smoke", out_dir=smoke["base"] / "again" / "smoke", overrides=overrides,
+               notebooks=("02_baseline", "03_response_kd", "04_feature_kd"), report=False, log=lambda *a, **k: None)
     assert {p: p.stat().st_mtime_ns for p in ckpts} == before
 
 
-def test_bad_parameter_is_refused_before_anything_runs(tmp_path):
-    res = cli("run", "--preset", "smoke", "--out", str(tmp_path / "r" / "x"), "-p", "epoch", "3")
-    assert res.returncode == 2
-    assert "Unknown parameter 'epoch'" in res.stderr and "did you mean 'epochs'" in res.stderr
-    assert "Traceback" not in res.stderr
+def test_bad_parameter_is_refused_before_anything_runs(tmp_path, capsys):
+    from helpers.__main__ import main
+
+    assert main(["run", "--preset", "smoke", "--out", str(tmp_path / "r" / "x"), "-p", "epoch", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown parameter 'epoch'" in err and "did you mean 'epochs'" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
-    res = cli("run", "--preset", "smoke", "--out", str(tmp_path / "r" / "x"), "-p", "epochs", "three")
-    assert res.returncode == 2 and "epochs" in res.stderr and not (tmp_path / "r").exists()
+    assert main(["run", "--preset", "smoke", "--out", str(tmp_path / "r" / "x"), "-p", "epochs", "three"]) == 2
+    assert "epochs" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
 def test_failing_notebook_is_named(tmp_path):

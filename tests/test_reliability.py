@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import count_epochs
-from helpers import checkpoint, engine
+from helpers import checkpoint, runs, runtime, table, training
 from helpers.errors import UserError
 from helpers.models import build_model
 
@@ -48,12 +48,12 @@ def good_checkpoint(tmp_path) -> Path:
 # --- damaged and foreign files -------------------------------------------------------------------
 
 def test_a_truncated_checkpoint_is_named_and_kept(tiny_cfg):
-    engine.fit(tiny_cfg, "baseline", progress=False, stop_after_epoch=1)
-    path = engine.checkpoint_path(tiny_cfg, "baseline")
+    training.fit(tiny_cfg, "baseline", progress=False, stop_after_epoch=1)
+    path = runs.checkpoint_path(tiny_cfg, "baseline")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    for attempt in (lambda: checkpoint.load(path), lambda: engine.load_model(path),
-                    lambda: engine.fit(tiny_cfg, "baseline", progress=False)):
+    for attempt in (lambda: checkpoint.load(path), lambda: runs.load_model(path),
+                    lambda: training.fit(tiny_cfg, "baseline", progress=False)):
         with pytest.raises(UserError, match="is truncated or not a PyTorch checkpoint") as e:
             attempt()
         assert str(path) in str(e.value) and "Delete it and train again" in str(e.value)
@@ -99,20 +99,20 @@ def test_a_checkpoint_of_another_architecture_is_explained(tiny_cfg, tmp_path):
     path = checkpoint.save({"model": build_model("compact_s", 10).state_dict(), "arch": "compact_s",
                             "num_classes": 21, "config": {"dataset": "demo"}}, tmp_path / "odd.pt")
     with pytest.raises(UserError, match="holds a 'compact_s' model with 21 classes") as e:
-        engine.load_model(path)
+        runs.load_model(path)
     assert str(path) in str(e.value) and "size mismatch for classifier.weight" in str(e.value)
 
     # resuming a run with another student architecture than the one it was started with (refused by
     # the weights check, or earlier by a settings check that names student_arch)
-    engine.fit(tiny_cfg, "baseline", progress=False, stop_after_epoch=1)
+    training.fit(tiny_cfg, "baseline", progress=False, stop_after_epoch=1)
     with pytest.raises(UserError, match="does not fit the model built here|trained with other settings") as e:
-        engine.fit(tiny_cfg.replace(student_arch="compact_l"), "baseline", progress=False)
+        training.fit(tiny_cfg.replace(student_arch="compact_l"), "baseline", progress=False)
     assert "'compact_s'" in str(e.value)
-    assert checkpoint.load(engine.checkpoint_path(tiny_cfg, "baseline"))["epoch"] == 1  # kept
+    assert checkpoint.load(runs.checkpoint_path(tiny_cfg, "baseline"))["epoch"] == 1  # kept
 
 
 def test_a_good_checkpoint_loads(tmp_path):
-    model, state = engine.load_model(good_checkpoint(tmp_path))
+    model, state = runs.load_model(good_checkpoint(tmp_path))
     assert state["arch"] == "compact_s" and not model.training
 
 
@@ -120,17 +120,17 @@ def test_asking_for_cuda_without_a_gpu_says_so(tiny_cfg):
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
     with pytest.raises(UserError, match="device='cuda' was asked for, but PyTorch sees no CUDA GPU") as e:
-        engine.resolve_device("cuda")
+        runtime.resolve_device("cuda")
     assert "device='cpu'" in str(e.value)
     with pytest.raises(UserError, match="no CUDA GPU"):
-        engine.fit(tiny_cfg.replace(device="cuda"), "baseline", progress=False)
-    assert not engine.run_dir(tiny_cfg).exists()
+        training.fit(tiny_cfg.replace(device="cuda"), "baseline", progress=False)
+    assert not runs.run_dir(tiny_cfg).exists()
 
 
 # --- failures during training --------------------------------------------------------------------
 
 def test_a_diverging_loss_names_epoch_step_and_parts_and_keeps_the_last_epoch(tiny_cfg, monkeypatch):
-    real = engine.distill_loss
+    real = training.distill_loss
     calls = []
 
     def nan_at_epoch2_step2(*a, **k):
@@ -141,21 +141,21 @@ def test_a_diverging_loss_names_epoch_step_and_parts_and_keeps_the_last_epoch(ti
             parts["loss"] = parts["ce"]
         return parts
 
-    monkeypatch.setattr(engine, "distill_loss", nan_at_epoch2_step2)
+    monkeypatch.setattr(training, "distill_loss", nan_at_epoch2_step2)
     with pytest.raises(UserError, match=r"diverged at epoch 2, step 2") as e:
-        engine.fit(tiny_cfg, "baseline", progress=False)
+        training.fit(tiny_cfg, "baseline", progress=False)
     msg = str(e.value)
     assert "'baseline'" in msg and "loss=nan" in msg and "ce=nan" in msg and "Lower lr" in msg
-    path = engine.checkpoint_path(tiny_cfg, "baseline")
+    path = runs.checkpoint_path(tiny_cfg, "baseline")
     state = checkpoint.load(path)
     assert state["epoch"] == 1 and not state["complete"]
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
-    monkeypatch.setattr(engine, "distill_loss", real)
+    monkeypatch.setattr(training, "distill_loss", real)
     trained = count_epochs(monkeypatch)
-    resumed, history = engine.fit(tiny_cfg, "baseline", progress=False)
+    resumed, history = training.fit(tiny_cfg, "baseline", progress=False)
     assert history["epoch"] == [1, 2] and trained == [1]  # resumed from the kept epoch 1
-    reference, _ = engine.fit(tiny_cfg.replace(run_name="ref"), "baseline", progress=False)
+    reference, _ = training.fit(tiny_cfg.replace(run_name="ref"), "baseline", progress=False)
     assert same_weights(resumed.state_dict(), reference.state_dict())
 
 
@@ -172,21 +172,21 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_no_temp_files(tiny_cfg, m
 
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
     with pytest.raises(UserError, match="No space left on the device while writing") as e:
-        engine.fit(tiny_cfg, "baseline", progress=False)
-    path = engine.checkpoint_path(tiny_cfg, "baseline")
+        training.fit(tiny_cfg, "baseline", progress=False)
+    path = runs.checkpoint_path(tiny_cfg, "baseline")
     assert str(path) in str(e.value) and "previous version of that file (if any) is intact" in str(e.value)
     monkeypatch.setattr(checkpoint.torch, "save", real)
     assert checkpoint.load(path)["epoch"] == 1
     assert sorted(p.name for p in path.parent.iterdir()) == ["baseline.pt", "baseline_history.json"]
     assert json.loads(path.with_name("baseline_history.json").read_text())["epoch"] == [1]
-    _, history = engine.fit(tiny_cfg, "baseline", progress=False)  # frees space, runs again
+    _, history = training.fit(tiny_cfg, "baseline", progress=False)  # frees space, runs again
     assert history["epoch"] == [1, 2]
 
 
 KILLED_RUN = """
 import io, json, sys, time, torch
 torch.set_num_threads(1)
-from helpers import checkpoint, engine
+from helpers import checkpoint, training
 from helpers.config import Config
 cfg = Config.from_dict(json.loads(sys.argv[1]))
 real, calls = torch.save, []
@@ -200,13 +200,13 @@ def half_then_hang(obj, f, *a, **k):
         time.sleep(120)
     return real(obj, f, *a, **k)
 checkpoint.torch.save = half_then_hang
-engine.fit(cfg, "baseline", progress=False)
+training.fit(cfg, "baseline", progress=False)
 """
 
 
 def test_kill_9_while_writing_a_checkpoint_then_resume(tiny_cfg, monkeypatch):
     cfg = tiny_cfg.replace(epochs=3)
-    path = engine.checkpoint_path(cfg, "baseline")
+    path = runs.checkpoint_path(cfg, "baseline")
     proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, json.dumps(cfg.to_dict())], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -230,32 +230,41 @@ def test_kill_9_while_writing_a_checkpoint_then_resume(tiny_cfg, monkeypatch):
     assert temps[0].exists()  # the killed writer's half file is there, beside it
 
     trained = count_epochs(monkeypatch)
-    resumed, history = engine.fit(cfg, "baseline", progress=False)
+    resumed, history = training.fit(cfg, "baseline", progress=False)
     assert history["epoch"] == [1, 2, 3] and trained == [1, 2]
     assert not list(path.parent.glob("*.tmp")), "stale temp file left after a later save"
-    reference, _ = engine.fit(cfg.replace(run_name="uninterrupted"), "baseline", progress=False)
+    reference, _ = training.fit(cfg.replace(run_name="uninterrupted"), "baseline", progress=False)
     assert same_weights(resumed.state_dict(), reference.state_dict())
 
 
 def test_two_runs_keep_to_their_own_folders(tiny_cfg):
     a, b = tiny_cfg.replace(run_name="a", epochs=1), tiny_cfg.replace(run_name="b", epochs=1)
-    assert engine.checkpoint_path(a, "baseline") != engine.checkpoint_path(b, "baseline")
-    engine.fit(a, "baseline", progress=False)
-    stamp = engine.checkpoint_path(a, "baseline").stat().st_mtime_ns
-    engine.fit(b, "baseline", progress=False)
+    assert runs.checkpoint_path(a, "baseline") != runs.checkpoint_path(b, "baseline")
+    training.fit(a, "baseline", progress=False)
+    stamp = runs.checkpoint_path(a, "baseline").stat().st_mtime_ns
+    training.fit(b, "baseline", progress=False)
     for cfg in (a, b):
-        folder = engine.run_dir(cfg)
+        folder = runs.run_dir(cfg)
         assert sorted(p.name for p in folder.iterdir()) == ["baseline.pt", "baseline_history.json"]
         assert checkpoint.load(folder / "baseline.pt")["config"]["run_name"] == cfg.run_name
-    assert engine.checkpoint_path(a, "baseline").stat().st_mtime_ns == stamp
+    assert runs.checkpoint_path(a, "baseline").stat().st_mtime_ns == stamp
     assert sorted(p.name for p in Path(tiny_cfg.checkpoints_dir).iterdir()) == ["a", "b"]
 
 
 def test_a_checkpoint_is_readable_like_any_other_file_of_the_run(tiny_cfg):
-    engine.fit(tiny_cfg.replace(epochs=1), "baseline", progress=False)
-    path = engine.checkpoint_path(tiny_cfg, "baseline")
-    json_mode = path.with_name("baseline_history.json").stat().st_mode & 0o777  # plain open(): umask
-    assert path.stat().st_mode & 0o777 == json_mode  # not mkstemp's owner-only 0o600
+    """Atomic writes go through mkstemp, which makes owner-only (0o600) files; ours get the mode any
+    plain open() gets under the umask, so a shared checkpoints/ folder stays readable to the group."""
+    old = os.umask(0o022)
+    try:
+        training.fit(tiny_cfg.replace(epochs=1), "baseline", progress=False)
+        path = runs.checkpoint_path(tiny_cfg, "baseline")
+        plain = path.with_name("plain.txt")
+        plain.write_text("x")  # not through our writer
+    finally:
+        os.umask(old)
+    assert plain.stat().st_mode & 0o777 == 0o644
+    for written in (path, path.with_name("baseline_history.json")):
+        assert written.stat().st_mode & 0o777 == 0o644, written.name
 
 
 def test_offline_torchvision_weights_say_where_to_put_the_file(monkeypatch):
@@ -278,21 +287,20 @@ def test_offline_torchvision_weights_say_where_to_put_the_file(monkeypatch):
 
 
 def test_cuda_out_of_memory_suggests_a_smaller_batch_and_keeps_the_last_epoch(tiny_cfg, monkeypatch):
-    real = engine.train_one_epoch
+    real = training.train_one_epoch
 
     def oom_in_epoch_2(*a, **k):
         if (a[10] if len(a) > 10 else k["epoch"]) == 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*a, **k)
 
-    monkeypatch.setattr(engine, "train_one_epoch", oom_in_epoch_2)
+    monkeypatch.setattr(training, "train_one_epoch", oom_in_epoch_2)
     with pytest.raises(UserError, match=r"ran out of memory .* batch_size=4 .* smaller batch_size \(e\.g\. 2\)"):
-        engine.fit(tiny_cfg, "baseline", progress=False)
-    assert checkpoint.load(engine.checkpoint_path(tiny_cfg, "baseline"))["epoch"] == 1
+        training.fit(tiny_cfg, "baseline", progress=False)
+    assert checkpoint.load(runs.checkpoint_path(tiny_cfg, "baseline"))["epoch"] == 1
 
 
 def test_a_full_disk_while_writing_the_report_keeps_the_previous_table(tmp_path, monkeypatch):
-    from helpers import report
 
     rows = [{"method": m, "label": m, "miou": 0.5, "miou_std": None, "n_seeds": 1, "pixel_acc": 0.9,
              "iou_per_class": {}, "params": 10, "params_str": "10", "gflops": 0.1, "latency_ms": 1.0,
@@ -300,7 +308,7 @@ def test_a_full_disk_while_writing_the_report_keeps_the_previous_table(tmp_path,
             for m in ("baseline", "response", "feature", "teacher")]
     results = {"rows": rows, "latency": {"device": "cpu", "threads": 1, "dtype": "float32",
                                          "input_size": [1, 3, 8, 8], "path": "eager"}, "protocol": "p", "run": "r"}
-    paths = report.write_table_files(results, tmp_path)
+    paths = table.write_table_files(results, tmp_path)
     before = {p: p.read_bytes() for p in paths.values()}
 
     def full(fd):
@@ -309,20 +317,20 @@ def test_a_full_disk_while_writing_the_report_keeps_the_previous_table(tmp_path,
     monkeypatch.setattr(checkpoint.os, "fsync", full)
     rows[0]["miou"] = 0.6
     with pytest.raises(UserError, match="No space left on the device while writing .*kd_comparison_results"):
-        report.write_table_files(results, tmp_path)
+        table.write_table_files(results, tmp_path)
     assert {p: p.read_bytes() for p in paths.values()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())
 
 
 @pytest.mark.parametrize("args, message", [
-    (["-p", "epoch", "3"], "Unknown parameter(s): epoch"),
+    (["-p", "epoch", "3"], "Unknown parameter 'epoch' (did you mean 'epochs'?)"),
     (["-p", "epochs", "three"], "Parameter 'epochs' must be int, got 'three'"),
     (["-p", "feature_loss", "mse"], "Parameter 'feature_loss' is 'mse'; choose one of"),
 ])
-def test_train_refuses_bad_parameters_in_one_paragraph(tmp_path, args, message):
-    res = subprocess.run([sys.executable, "-m", "helpers", "train", "--method", "baseline",
-                          "-p", "checkpoints_dir", str(tmp_path), *args],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2
-    assert message in res.stderr and "Traceback" not in res.stderr and "--debug" in res.stderr
+def test_train_refuses_bad_parameters_in_one_paragraph(tmp_path, args, message, capsys):
+    from helpers.__main__ import main
+
+    assert main(["train", "--method", "baseline", "-p", "checkpoints_dir", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "--debug" in err
     assert not any(tmp_path.iterdir())

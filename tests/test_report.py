@@ -16,11 +16,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import report
+from helpers import analysis, browser, report, table
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["background", "aeroplane", "bicycle"]
-needs_chromium = pytest.mark.skipif(report.find_chromium() is None,
+needs_chromium = pytest.mark.skipif(browser.find_chromium() is None,
                                     reason="Chromium not installed (apt-get install chromium)")
 
 
@@ -75,7 +75,7 @@ def _txt_rows(text):
 
 def test_table_files_agree(tmp_path):
     res = make_results()
-    paths = report.write_table_files(res, tmp_path)
+    paths = table.write_table_files(res, tmp_path)
     assert {p.name for p in paths.values()} == {f"kd_comparison_results.{e}" for e in
                                                 ("txt", "md", "csv", "json")}
     txt = _txt_rows(paths["txt"].read_text(encoding="utf-8"))
@@ -85,7 +85,7 @@ def test_table_files_agree(tmp_path):
         csv_rows = {r["method"]: r for r in csv.DictReader(f)}
     js = json.loads(paths["json"].read_text(encoding="utf-8"),
                     parse_constant=lambda c: pytest.fail(f"{c} written into the JSON"))
-    assert js == report.read_table_json(tmp_path)
+    assert js == table.read_table_json(tmp_path)
     js_rows = {r["method"]: r for r in js["rows"]}
     assert list(csv_rows) == ORDER
     for method in ORDER:
@@ -108,7 +108,7 @@ def test_table_files_agree(tmp_path):
 
 
 def test_txt_follows_the_guide_layout(tmp_path):
-    text = report.write_table_files(make_results(), tmp_path)["txt"].read_text(encoding="utf-8")
+    text = table.write_table_files(make_results(), tmp_path)["txt"].read_text(encoding="utf-8")
     lines = text.splitlines()
     assert lines[:5] == ["=" * 80, "COMPARISON TABLE", "=" * 80, "",
                          "Knowledge Distillation              mIoU         # Parameters       "
@@ -127,14 +127,14 @@ def test_txt_follows_the_guide_layout(tmp_path):
 
 
 def test_several_seeds_show_mean_and_std(tmp_path):
-    text = report.write_table_files(make_results(n_seeds=3), tmp_path)["txt"].read_text(encoding="utf-8")
+    text = table.write_table_files(make_results(n_seeds=3), tmp_path)["txt"].read_text(encoding="utf-8")
     assert "Without KD (Baseline)               0.5834 ± 0.0040" in text
     assert "over 3 seeds" in text
 
 
 def test_analysis_says_plainly_when_kd_did_not_help():
     res = make_results(response_ci=(0.0100, -0.0050, 0.0250), feature_ci=(-0.0020, -0.0200, 0.0160))
-    text = report.analysis_text(res)
+    text = analysis.analysis_text(res)
     assert text.count("not distinguishable from zero") == 2
     assert "did not help" in text
     assert "improv" not in text.lower() and "better" not in text.lower()
@@ -142,7 +142,7 @@ def test_analysis_says_plainly_when_kd_did_not_help():
 
 
 def test_analysis_numbers_come_from_the_results():
-    text = report.analysis_text(make_results())
+    text = analysis.analysis_text(make_results())
     assert "Highest student mIoU: Feature-based (0.6134)" in text
     assert "+0.0300 mIoU (95% CI +0.0100 to +0.0500)" in text
     # gap teacher - baseline = 0.12; feature recovers 0.03 / 0.12 = 25 %, response 0.0178 / 0.12
@@ -151,7 +151,7 @@ def test_analysis_numbers_come_from_the_results():
     assert "within measurement noise" in text  # 0.22 ms vs a combined std of 1.7 ms
     slow = make_results()
     slow["rows"][3]["latency_ms"] = 25.0
-    assert "slower" in report.analysis_text(slow)
+    assert "slower" in analysis.analysis_text(slow)
 
 
 PNG_FILE_COLOR = (200, 30, 30)
@@ -167,7 +167,7 @@ def run_dir(tmp_path_factory):
 
     run = tmp_path_factory.mktemp("run") / "demo"
     (run / "figs").mkdir(parents=True)
-    report.write_table_files(make_results(), run)
+    table.write_table_files(make_results(), run)
     Image.new("RGB", (24, 16), PNG_FILE_COLOR).save(run / "figs" / "sample.png")
     fig, ax = plt.subplots(figsize=(2, 1.5), dpi=50)
     ax.plot([0, 1, 2], [1, 0, 1])
@@ -254,7 +254,7 @@ def test_report_without_table_says_so(tmp_path):
 
 @needs_chromium
 def test_report_renders_in_chromium(report_html):
-    check = report.check_report_in_browser(report_html)
+    check = browser.check_report_in_browser(report_html)
     assert check["table"] and check["table_first"], check
     assert check["images"] == 2 and check["broken"] == [], check
     assert check["code_hidden"] is True, check
@@ -265,14 +265,14 @@ def test_browser_check_sees_broken_images(tmp_path):
     page = tmp_path / "bad.html"
     page.write_text('<html><body><table><tr><td>Other</td></tr></table>'
                     '<img src="figs/missing.png"><img src="data:image/png;base64,AAAA"></body></html>')
-    check = report.check_report_in_browser(page)
+    check = browser.check_report_in_browser(page)
     assert check["table"] is False and check["images"] == 2
     assert check["broken"][0] == "figs/missing.png" and len(check["broken"]) == 2
 
 
 @needs_chromium
 def test_export_pdf(report_html, tmp_path):
-    pdf = report.export_pdf(report_html, tmp_path / "report.pdf")
+    pdf = browser.export_pdf(report_html, tmp_path / "report.pdf")
     assert pdf == tmp_path / "report.pdf" and pdf.read_bytes()[:5] == b"%PDF-"
     assert pdf.stat().st_size > 10_000
 
@@ -280,9 +280,9 @@ def test_export_pdf(report_html, tmp_path):
 def test_export_pdf_without_chromium(report_html, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("CHROMIUM", raising=False)
-    assert report.export_pdf(report_html, tmp_path / "report.pdf") is None
+    assert browser.export_pdf(report_html, tmp_path / "report.pdf") is None
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines == [report.PDF_NOTICE] and "apt-get install chromium" in lines[0]
+    assert lines == [browser.PDF_NOTICE] and "apt-get install chromium" in lines[0]
     assert not (tmp_path / "report.pdf").exists()
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import yaml
 
-from helpers import runner
-from helpers.config import Config
+from helpers import config, runner, session
+from helpers.config import Config, names
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,23 +32,44 @@ def test_notebooks_are_clean_and_parameterised():
         tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(tagged) == 1, f"{name} needs exactly one cell tagged 'parameters'"
         assert nb["cells"][0]["cell_type"] == "markdown", f"{name} starts with an explanation"
-        assert "import helpers" in "".join("".join(c["source"]) for c in code)
+        assert "from helpers import" in "".join("".join(c["source"]) for c in code)
 
 
-def test_notebook_defaults_match_config_and_presets_are_valid():
-    declared = runner.all_parameters()  # raises if two notebooks disagree
+def test_parameters_cells_are_short_and_any_knob_is_injectable():
+    """Each parameters cell: preset, run_name, overrides and a few of the notebook's own knobs (None: the
+    run's value), about ten lines; papermill documents them, and `-p NAME VALUE` works for any knob."""
+    import papermill
+
+    for name in runner.NOTEBOOKS:
+        nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
+        cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+        lines = [ln for ln in "".join(cell["source"]).splitlines() if ln.strip()]
+        assert len(lines) <= 10, f"{name}: {len(lines)} lines in the parameters cell"
+        declared = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"))
+        assert list(declared)[:3] == ["preset", "run_name", "overrides"], name
+        own = [k for k in declared if k not in ("preset", "run_name", "overrides")]
+        assert 1 <= len(own) <= 4 and set(own) <= set(names()), f"{name}: {own}"
+        assert all(declared[k]["default"] in ("None", "False") and declared[k]["help"] for k in own), name
+        setup = next(c for c in nb["cells"] if c["cell_type"] == "code" and "session.start" in "".join(c["source"]))
+        assert f'session.start(globals(), "{name}")' in "".join(setup["source"])
+    # a knob that no parameters cell lists, as papermill injects it (a global after the parameters)
+    ns = {"preset": "smoke", "run_name": "r", "overrides": {"epochs": 3}, "alpha": None, "lr": 0.5,
+          "dev": object()}
+    cfg = session.resolve("smoke", "r", session._knobs(ns))[0]
+    assert (cfg.lr, cfg.epochs, cfg.alpha, cfg.run_name) == (0.5, 3, Config().alpha, "r")
+
+
+def test_presets_hold_only_what_differs_and_are_valid():
     defaults = Config().to_dict()
-    for name, p in declared.items():
-        assert name in defaults, f"notebook parameter '{name}' is not a Config field"
-        assert p["default"] == defaults[name], f"default of '{name}': notebook {p['default']!r} != Config {defaults[name]!r}"
-    for preset in runner.available_presets():
-        runner.validate(runner.load_preset(preset), declared)
-        Config.from_dict(runner.load_preset(preset))
+    for preset in config.available_presets():
+        values = config.load_preset(preset)
+        assert all(values[k] != defaults[k] for k in values if k != "run_name"), preset
+        Config.from_dict(values)
 
 
 def test_readme_parameter_table_is_current():
     text = (ROOT / "README.md").read_text()
-    assert runner.readme_with_parameters(text) == text, "run `python -m helpers docs` to regenerate it"
+    assert config.readme_with_parameters(text) == text, "run `python -m helpers docs` to regenerate it"
 
 
 def test_ci_runs_the_readme_test_command():

@@ -4,8 +4,8 @@ import csv
 
 import pytest
 
-from helpers import __main__ as cli
-from helpers import engine, sweep
+from helpers import __main__ as cli, runs, training
+from helpers import sweep
 from helpers.errors import UserError
 
 
@@ -28,9 +28,9 @@ def test_grid_is_trained_scored_on_holdout_and_resumed(tiny_cfg, tmp_path, monke
     for run in ("sweep-baseline/baseline.pt", "sweep-response-alpha=0.2/response.pt",
                 "sweep-response-alpha=0.5/response.pt"):
         assert (out / "checkpoints" / run).is_file(), run
-    teacher = engine.checkpoint_path(cfg, "teacher")           # the study's teacher, trained once, where
+    teacher = runs.checkpoint_path(cfg, "teacher")           # the study's teacher, trained once, where
     assert teacher.is_file() and not (out / "checkpoints" / "teachers").exists()  # the study keeps it
-    assert engine.load_model(out / "checkpoints/sweep-response-alpha=0.5/response.pt")[1]["config"][
+    assert runs.load_model(out / "checkpoints/sweep-response-alpha=0.5/response.pt")[1]["config"][
         "teacher_weights"] == str(teacher.resolve())
     assert (out / "sweep.png").stat().st_size > 1000
     md = (out / "sweep.md").read_text()
@@ -38,8 +38,8 @@ def test_grid_is_trained_scored_on_holdout_and_resumed(tiny_cfg, tmp_path, monke
     assert "| baseline (no KD) |" in md and "alpha=0.2" in md and "Best setting" in md
 
     calls = []
-    real_fit = engine.fit
-    monkeypatch.setattr(engine, "fit", lambda *a, **k: calls.append((a[1], k.get("seed"))) or real_fit(*a, **k))
+    real_fit = training.fit
+    monkeypatch.setattr(training, "fit", lambda *a, **k: calls.append((a[1], k.get("seed"))) or real_fit(*a, **k))
     teacher_mtime = teacher.stat().st_mtime_ns
     sweep.run(cfg, "response", ["alpha=0.2,0.5"], seeds=1, out=out, progress=False)
     assert calls == [] and len(rows_of(out / "sweep.csv")) == 3  # every cell was there: nothing trained
@@ -62,13 +62,13 @@ def test_grid_is_trained_scored_on_holdout_and_resumed(tiny_cfg, tmp_path, monke
     ("baseline", ["alpha=0.5"], "no knobs"),
 ])
 def test_bad_grids_are_refused_before_training(tiny_cfg, tmp_path, monkeypatch, method, grid, message):
-    monkeypatch.setattr(engine, "fit", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(UserError, match=message):
         sweep.run(tiny_cfg, method, grid, out=tmp_path / "s", progress=False)
 
 
 def test_holdout_must_not_be_the_reported_split(tiny_cfg, tmp_path, monkeypatch):
-    monkeypatch.setattr(engine, "fit", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(UserError, match="never looks at the reported split"):
         sweep.run(tiny_cfg.replace(monitor_split="val"), "response", ["alpha=0.5"], out=tmp_path, progress=False)
 
@@ -90,7 +90,7 @@ def test_two_knobs_give_a_heatmap_and_paired_gains(tmp_path):
 
 def test_knobs_are_settings_that_shape_the_student():
     for method, knobs in sweep.KNOBS.items():
-        assert set(knobs) <= set(engine._SHAPING_BY_METHOD[method])  # a checkpoint records them
+        assert set(knobs) <= set(training._SHAPING_BY_METHOD[method])  # a checkpoint records them
 
 
 def test_cli_sweep(monkeypatch, tmp_path, capsys):

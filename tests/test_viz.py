@@ -8,7 +8,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from helpers import viz  # noqa: E402
+from helpers import plots, viz  # noqa: E402
 from helpers.voc import NUM_CLASSES, PALETTE  # noqa: E402
 
 DOG = 12
@@ -113,16 +113,16 @@ def all_figures():
             "monitor_miou": [0.2, 0.3, 0.35]}
     return {
         "four_panel": viz.four_panel(img, m, m, "x"),
-        "score_histogram": viz.score_histogram(rng.random(50).tolist() + [float("nan")], "baseline"),
+        "score_histogram": plots.score_histogram(rng.random(50).tolist() + [float("nan")], "baseline"),
         "progression_grid": viz.progression_grid(
             [{"image": img, "gt": m, "preds": {"A": m}, "label": "r"}], ["A"]),
         "sample_grid": viz.sample_grid([(f"id{i}", img, m) for i in range(5)], ncols=4),
-        "class_frequency_chart": viz.class_frequency_chart(rng.integers(0, 1000, 21), rng.integers(0, 9, 21)),
-        "training_curves": viz.training_curves({"baseline": {**hist, "kd": None}, "response": hist}),
-        "bar_with_ci": viz.bar_with_ci(["a", "b"], [0.5, 0.6], [0.45, 0.52], [0.55, 0.66], "mIoU"),
-        "grouped_bars": viz.grouped_bars(["bg", "dog", "cat"], {"a": [0.9, np.nan, 0.3],
+        "class_frequency_chart": plots.class_frequency_chart(rng.integers(0, 1000, 21), rng.integers(0, 9, 21)),
+        "training_curves": plots.training_curves({"baseline": {**hist, "kd": None}, "response": hist}),
+        "bar_with_ci": plots.bar_with_ci(["a", "b"], [0.5, 0.6], [0.45, 0.52], [0.55, 0.66], "mIoU"),
+        "grouped_bars": plots.grouped_bars(["bg", "dog", "cat"], {"a": [0.9, np.nan, 0.3],
                                                                 "b": [0.8, 0.5, 0.2]}, "IoU"),
-        "scatter_tradeoff": viz.scatter_tradeoff([
+        "scatter_tradeoff": plots.scatter_tradeoff([
             {"name": "student", "latency_ms": 5.0, "latency_std": 0.5, "miou": 0.5, "params": 2e6},
             {"name": "teacher", "latency_ms": 40.0, "latency_std": 2.0, "miou": 0.7, "params": 4e7}]),
     }
@@ -139,6 +139,6 @@ def test_every_plot_returns_a_figure_and_saves_a_png(tmp_path):
 def test_training_curves_draw_monitor_values_at_their_epochs():
     hist = {"epoch": list(range(1, 11)), "loss": [1.0] * 10, "ce": [1.0] * 10,
             "monitor_epoch": [5, 10], "monitor_miou": [0.2, 0.4]}
-    fig = viz.training_curves({"baseline": hist})
+    fig = plots.training_curves({"baseline": hist})
     line = fig.axes[1].get_lines()[0]
     assert list(line.get_xdata()) == [5, 10] and list(line.get_ydata()) == [0.2, 0.4]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import count_epochs
-from helpers import engine
+from helpers import data, evaluation, runs, teachers, training
 from helpers.config import Config
 from helpers.errors import UserError
 from helpers.models import build_model
@@ -27,11 +27,11 @@ def assert_same_state(a: dict, b: dict, what="state"):
 
 def test_a_student_overfits_a_handful_of_training_images(tiny_cfg):
     cfg = tiny_cfg.replace(epochs=80, lr=0.02, batch_size=2, scale_min=1.0, scale_max=1.0, monitor_split="")
-    train_eval = engine.dataset(cfg, cfg.train_split)  # the 12 training images, eval transform
+    train_eval = data.dataset(cfg, cfg.train_split)  # the 12 training images, eval transform
     torch.manual_seed(0)
-    untrained = engine.evaluate(build_model(cfg.student_arch), train_eval)["miou"]
-    model, history = engine.fit(cfg, "baseline", progress=False)
-    trained = engine.evaluate(model, train_eval)["miou"]
+    untrained = evaluation.evaluate(build_model(cfg.student_arch), train_eval)["miou"]
+    model, history = training.fit(cfg, "baseline", progress=False)
+    trained = evaluation.evaluate(model, train_eval)["miou"]
     assert untrained < 0.1
     assert trained > 0.5, f"train-split mIoU {trained:.3f} after 80 epochs"  # 0.73 when written
     assert history["loss"][-1] < 0.3 * history["loss"][0]
@@ -42,20 +42,20 @@ def test_a_student_overfits_a_handful_of_training_images(tiny_cfg):
                          ids=list(STUDENTS) + ["response-cached"])
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_cfg, method, cached, monkeypatch):
     cfg = tiny_cfg.replace(epochs=3, teacher_cache=cached)
-    full, _ = engine.fit(cfg.replace(run_name="full"), method, progress=False)
+    full, _ = training.fit(cfg.replace(run_name="full"), method, progress=False)
 
     cut = cfg.replace(run_name="cut")
-    engine.fit(cut, method, progress=False, stop_after_epoch=1)
-    state = torch.load(engine.checkpoint_path(cut, method), weights_only=True)
+    training.fit(cut, method, progress=False, stop_after_epoch=1)
+    state = torch.load(runs.checkpoint_path(cut, method), weights_only=True)
     assert state["epoch"] == 1 and not state["complete"]
     torch.manual_seed(12345)  # whatever the process did meanwhile must not matter
     trained = count_epochs(monkeypatch)
-    resumed, history = engine.fit(cut, method, progress=False)
+    resumed, history = training.fit(cut, method, progress=False)
     assert trained == [1, 2]  # continued, not started again
 
     assert_same_state(full.state_dict(), resumed.state_dict(), method)
-    a = torch.load(engine.checkpoint_path(cfg.replace(run_name="full"), method), weights_only=True)
-    b = torch.load(engine.checkpoint_path(cut, method), weights_only=True)
+    a = torch.load(runs.checkpoint_path(cfg.replace(run_name="full"), method), weights_only=True)
+    b = torch.load(runs.checkpoint_path(cut, method), weights_only=True)
     assert b["complete"] and b["epoch"] == 3
     if method == "feature":
         assert_same_state(a["adapter"], b["adapter"], "adapter")
@@ -67,7 +67,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_cfg, m
 def test_the_three_students_start_alike_and_see_the_same_batches(tiny_cfg, monkeypatch):
     cfg = tiny_cfg.replace(epochs=1)
     inits, batches = {}, {}
-    real_build, real_loss = engine.build_model, engine.distill_loss
+    real_build, real_loss = training.build_model, training.distill_loss
     current = []
 
     def build(name, *a, **k):
@@ -80,15 +80,15 @@ def test_the_three_students_start_alike_and_see_the_same_batches(tiny_cfg, monke
         batches.setdefault(current[-1], []).append(target.clone())
         return real_loss(method, student_out, target, *a, **k)
 
-    engine.get_teacher(cfg, torch.device("cpu"), progress=False)  # trained (and cached) before recording
-    monkeypatch.setattr(engine, "build_model", build)
-    monkeypatch.setattr(engine, "distill_loss", loss)
+    training.get_teacher(cfg, torch.device("cpu"), progress=False)  # trained (and cached) before recording
+    monkeypatch.setattr(training, "build_model", build)
+    monkeypatch.setattr(training, "distill_loss", loss)
     for method in STUDENTS + ("seed1",):
         current.append(method)
         if method == "seed1":
-            engine.fit(cfg, "baseline", seed=1, progress=False)
+            training.fit(cfg, "baseline", seed=1, progress=False)
         else:
-            engine.fit(cfg, method, progress=False)
+            training.fit(cfg, method, progress=False)
 
     for method in ("response", "feature"):
         assert_same_state(inits["baseline"], inits[method], f"initial weights of {method}")
@@ -101,8 +101,8 @@ def test_the_three_students_start_alike_and_see_the_same_batches(tiny_cfg, monke
 
 @pytest.mark.parametrize("method", ["response", "feature"])
 def test_a_checkpoint_is_plain_data_with_config_and_history(tiny_cfg, method):
-    engine.fit(tiny_cfg, method, progress=False)
-    path = engine.checkpoint_path(tiny_cfg, method)
+    training.fit(tiny_cfg, method, progress=False)
+    path = runs.checkpoint_path(tiny_cfg, method)
     assert path.parent.name == tiny_cfg.run_name and path.name == f"{method}.pt"
     state = torch.load(path, weights_only=True)  # raises if anything but plain data is inside
 
@@ -129,15 +129,15 @@ def test_a_checkpoint_is_plain_data_with_config_and_history(tiny_cfg, method):
 
 
 def test_a_finished_checkpoint_is_reused_not_retrained(tiny_cfg, monkeypatch):
-    model, history = engine.fit(tiny_cfg, "baseline", progress=False)
-    path = engine.checkpoint_path(tiny_cfg, "baseline")
+    model, history = training.fit(tiny_cfg, "baseline", progress=False)
+    path = runs.checkpoint_path(tiny_cfg, "baseline")
     stamp = path.stat().st_mtime_ns
 
     def no_training(*a, **k):
         raise AssertionError("a finished model was trained again")
 
-    monkeypatch.setattr(engine, "train_one_epoch", no_training)
-    again, history2 = engine.fit(tiny_cfg, "baseline", progress=False)
+    monkeypatch.setattr(training, "train_one_epoch", no_training)
+    again, history2 = training.fit(tiny_cfg, "baseline", progress=False)
     assert path.stat().st_mtime_ns == stamp
     assert history2 == history
     assert_same_state(model.state_dict(), again.state_dict())
@@ -146,17 +146,17 @@ def test_a_finished_checkpoint_is_reused_not_retrained(tiny_cfg, monkeypatch):
 
 @pytest.mark.parametrize("method", ["response", "feature"])
 def test_the_teacher_is_frozen(tiny_cfg, monkeypatch, method):
-    teacher_file = engine.checkpoint_path(tiny_cfg, "teacher")
+    teacher_file = runs.checkpoint_path(tiny_cfg, "teacher")
     handed = []
-    real = engine.get_teacher
+    real = training.get_teacher
 
     def get_teacher(*a, **k):
         t = real(*a, **k)
         handed.append((t, {k: v.clone() for k, v in t.state_dict().items()}, teacher_file.read_bytes()))
         return t
 
-    monkeypatch.setattr(engine, "get_teacher", get_teacher)
-    engine.fit(tiny_cfg, method, progress=False)
+    monkeypatch.setattr(training, "get_teacher", get_teacher)
+    training.fit(tiny_cfg, method, progress=False)
 
     (teacher, before, file_bytes), = handed
     assert teacher_file.parent.name == "teachers" and teacher_file.read_bytes() == file_bytes
@@ -170,46 +170,46 @@ def test_the_teacher_is_frozen(tiny_cfg, monkeypatch, method):
 
 
 def test_a_checkpoint_trained_with_other_settings_is_not_silently_reused(tiny_cfg, monkeypatch):
-    engine.fit(tiny_cfg, "baseline", progress=False)
-    path = engine.checkpoint_path(tiny_cfg, "baseline")
+    training.fit(tiny_cfg, "baseline", progress=False)
+    path = runs.checkpoint_path(tiny_cfg, "baseline")
     stamp = path.stat().st_mtime_ns
     for change in (dict(lr=0.1), dict(epochs=3), dict(crop_size=24)):
         with pytest.raises(UserError, match="was trained with other settings") as e:
-            engine.fit(tiny_cfg.replace(**change), "baseline", progress=False)
+            training.fit(tiny_cfg.replace(**change), "baseline", progress=False)
         (key,) = change
         assert f"{key}: {getattr(tiny_cfg, key)!r} in the checkpoint, {change[key]!r} now" in str(e.value)
         assert str(path) in str(e.value) and "run_name" in str(e.value)
     assert path.stat().st_mtime_ns == stamp
     # settings that don't shape a baseline's weights (KD weights, evaluation, device) are fine
-    monkeypatch.setattr(engine, "train_one_epoch", lambda *a, **k: pytest.fail("retrained"))
-    engine.fit(tiny_cfg.replace(alpha=0.9, bootstrap_resamples=7, monitor_every=2), "baseline", progress=False)
+    monkeypatch.setattr(training, "train_one_epoch", lambda *a, **k: pytest.fail("retrained"))
+    training.fit(tiny_cfg.replace(alpha=0.9, bootstrap_resamples=7, monitor_every=2), "baseline", progress=False)
     # and an unfinished run can't be continued with another learning rate either
     cut = tiny_cfg.replace(run_name="cut")
     monkeypatch.undo()
-    engine.fit(cut, "response", progress=False, stop_after_epoch=1)
+    training.fit(cut, "response", progress=False, stop_after_epoch=1)
     with pytest.raises(UserError, match=f"temperature: {cut.temperature!r} in the checkpoint, 3.0 now"):
-        engine.fit(cut.replace(temperature=3.0), "response", progress=False)
+        training.fit(cut.replace(temperature=3.0), "response", progress=False)
 
 
 def test_cached_teacher_logits_follow_the_augmentation(tiny_cfg):
     """Response KD from cached logits: one teacher pass, then the cached map is scaled, cropped and
     flipped with the image, so its argmax still lines up with the (augmented) ground truth."""
     cfg = tiny_cfg.replace(teacher_cache=True, teacher_epochs=3, scale_min=0.5, scale_max=1.5)
-    teacher = engine.get_teacher(cfg, torch.device("cpu"), progress=False)
-    folder = engine.teacher_cache(cfg, teacher, torch.device("cpu"), progress=False)
+    teacher = training.get_teacher(cfg, torch.device("cpu"), progress=False)
+    folder = teachers.teacher_cache(cfg, teacher, torch.device("cpu"), progress=False)
     assert json.loads((folder / "complete.json").read_text())["images"] == 12
-    plain = engine.dataset(cfg, cfg.train_split)
-    cached = engine.WithTeacherLogits(engine.dataset(cfg, cfg.train_split, train=True), folder)
+    plain = data.dataset(cfg, cfg.train_split)
+    cached = teachers.WithTeacherLogits(data.dataset(cfg, cfg.train_split, train=True), folder)
     x, _ = plain[0]
     with torch.inference_mode():
         online = teacher(x[None])[0].argmax(0)
-    cache = engine.LogitCache(folder)
+    cache = teachers.LogitCache(folder)
     stored = cache[plain.ids[0]].float()
     assert stored.shape[-2:] == (8, 8) and stored.dtype == torch.float32  # 32 / cache_stride 4
     up = torch.nn.functional.interpolate(stored[None], size=x.shape[-2:], mode="bilinear")[0].argmax(0)
     assert (up == online).float().mean() > 0.6  # pooled then upsampled: close to the online teacher
     assert len(cache.row) == 12 and cache.index[:, 1:].tolist() == [[21, 8, 8]] * 12
-    assert json.loads((folder / "complete.json").read_text())["format"] == engine.LogitCache.FORMAT
+    assert json.loads((folder / "complete.json").read_text())["format"] == teachers.LogitCache.FORMAT
 
 
 @pytest.mark.parametrize("stride", [1, 4])
@@ -230,8 +230,8 @@ def test_cached_maps_are_augmented_with_the_image(demo_root, tmp_path, stride):
                 onehot[c][torch.from_numpy(labels == c)] = 1
             yield ds.ids[i], torch.nn.functional.avg_pool2d(onehot[None], stride, ceil_mode=True)[0].numpy()
 
-    engine.LogitCache.write(tmp_path, maps())
-    cached = engine.WithTeacherLogits(ds, tmp_path)
+    teachers.LogitCache.write(tmp_path, maps())
+    cached = teachers.WithTeacherLogits(ds, tmp_path)
     right, wrong = [], []
     for s in range(8):
         torch.manual_seed(s)
@@ -254,8 +254,8 @@ def test_logit_cache_reads_back_what_it_wrote_and_names_a_damaged_one(tmp_path):
 
     g = np.random.default_rng(0)
     maps = {"a": g.standard_normal((21, 3, 5)), "b": g.standard_normal((21, 4, 2))}  # VOC: sizes differ
-    assert engine.LogitCache.write(tmp_path, maps.items()) == 2
-    cache = engine.LogitCache(tmp_path)
+    assert teachers.LogitCache.write(tmp_path, maps.items()) == 2
+    cache = teachers.LogitCache(tmp_path)
     for k, m in maps.items():
         assert torch.equal(cache[k], torch.from_numpy(m.astype(np.float16)))
     copy = pickle.loads(pickle.dumps(cache))  # as a DataLoader worker gets it: opens its own map
@@ -264,18 +264,18 @@ def test_logit_cache_reads_back_what_it_wrote_and_names_a_damaged_one(tmp_path):
         cache["c"]
     (tmp_path / "index.npy").write_bytes(b"not an array")
     with pytest.raises(UserError, match="delete the folder"):
-        engine.LogitCache(tmp_path)
+        teachers.LogitCache(tmp_path)
 
 
 def test_a_cache_in_the_old_one_file_per_image_format_is_rebuilt(tiny_cfg):
     cfg = tiny_cfg.replace(teacher_cache=True)
     torch.manual_seed(0)
-    teacher = engine.freeze(build_model(cfg.teacher_arch), cfg)
-    folder = engine.teacher_cache(cfg, teacher, torch.device("cpu"), progress=False)
+    teacher = teachers.freeze(build_model(cfg.teacher_arch), cfg)
+    folder = teachers.teacher_cache(cfg, teacher, torch.device("cpu"), progress=False)
     (folder / "logits.f16").unlink()
     (folder / "complete.json").write_text(json.dumps({"images": 12, "stride": 4}))  # format 1
-    assert engine.teacher_cache(cfg, teacher, torch.device("cpu"), progress=False) == folder
-    assert (folder / "logits.f16").is_file() and len(engine.LogitCache(folder).row) == 12
+    assert teachers.teacher_cache(cfg, teacher, torch.device("cpu"), progress=False) == folder
+    assert (folder / "logits.f16").is_file() and len(teachers.LogitCache(folder).row) == 12
 
 
 # --- seeds, batching and the teacher's identity (numbers a reader can trust) -------------------
@@ -291,7 +291,7 @@ class _Indexed(torch.utils.data.Dataset):
 
 
 def _epoch(ds, cfg, seed, epoch=0):
-    return [b for b in engine.epoch_loader(ds, cfg, seed, epoch)]
+    return [b for b in data.epoch_loader(ds, cfg, seed, epoch)]
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -300,8 +300,8 @@ def test_seeds_differ_in_batch_order_and_in_augmentation(tiny_cfg, workers):
     order = {s: [b[1].flatten().tolist() for b in _epoch(_Indexed(), cfg, s)] for s in (0, 1)}
     assert order[0] != order[1]                                   # seed 1 sees another order
     assert order[0] == [b[1].flatten().tolist() for b in _epoch(_Indexed(), cfg, 0)]  # reproducible
-    engine.prepare_data(cfg, progress=False)
-    ds = engine.dataset(cfg, cfg.train_split, train=True)
+    data.prepare_data(cfg, progress=False)
+    ds = data.dataset(cfg, cfg.train_split, train=True)
 
     def drawn(seed):  # each augmented sample, independent of the order: sorted pixel sums
         (images, _), = _epoch(ds, cfg, seed)
@@ -317,24 +317,24 @@ def test_the_three_methods_of_one_seed_train_on_identical_batches(tiny_cfg, monk
     import hashlib
 
     seen, current = {}, ["teacher"]
-    real = engine.distill_loss
+    real = training.distill_loss
 
     def recording(method, student_out, masks, *a, **k):
         seen.setdefault(current[0], []).append(hashlib.sha1(masks.cpu().numpy().tobytes()).hexdigest())
         return real(method, student_out, masks, *a, **k)
 
-    monkeypatch.setattr(engine, "distill_loss", recording)
+    monkeypatch.setattr(training, "distill_loss", recording)
     cfg = tiny_cfg.replace(seed=3, scale_min=0.5, scale_max=1.5)
-    engine.get_teacher(cfg, torch.device("cpu"), progress=False)
+    training.get_teacher(cfg, torch.device("cpu"), progress=False)
     for method in ("baseline", "response", "feature"):
         current[0] = method
-        engine.fit(cfg, method, progress=False)
+        training.fit(cfg, method, progress=False)
     current[0] = "cached"
-    engine.fit(cfg.replace(run_name="c", teacher_cache=True), "response", progress=False)
+    training.fit(cfg.replace(run_name="c", teacher_cache=True), "response", progress=False)
     assert len(seen["baseline"]) == 2 * (12 // 4)
     assert seen["baseline"] == seen["response"] == seen["feature"] == seen["cached"]
     current[0] = "other seed"
-    engine.fit(cfg, "baseline", seed=4, progress=False)
+    training.fit(cfg, "baseline", seed=4, progress=False)
     assert seen["other seed"] != seen["baseline"]
 
 
@@ -372,15 +372,15 @@ def test_evaluation_does_not_depend_on_which_images_share_a_batch():
 
     torch.manual_seed(0)
     model, ds = _GlobalContext().eval(), _MixedSizes()
-    one = engine.evaluate(model, ds, batch_size=1)
+    one = evaluation.evaluate(model, ds, batch_size=1)
     assert (one["per_image_cm"].sum((0, 1)) > 0).sum() > 10  # varied predictions
     for bs in (2, 4, 16):
-        batched = engine.evaluate(model, ds, batch_size=bs)
+        batched = evaluation.evaluate(model, ds, batch_size=bs)
         assert np.array_equal(batched["per_image_cm"], one["per_image_cm"]), bs
         assert batched["ids"] == ds.ids
     images, _ = collate_pad([ds[i] for i in range(len(ds))])  # the old way: one padded canvas
-    padded = engine.predict(model, images, "cpu")[1, :56, :40]
-    assert (padded != engine.predict(model, ds[1][0][None], "cpu")[0]).float().mean() > 0.05
+    padded = evaluation.predict(model, images, "cpu")[1, :56, :40]
+    assert (padded != evaluation.predict(model, ds[1][0][None], "cpu")[0]).float().mean() > 0.05
 
 
 def test_the_teachers_evaluation_cache_is_keyed_by_the_teacher_itself(tiny_cfg, tmp_path):
@@ -391,12 +391,12 @@ def test_the_teachers_evaluation_cache_is_keyed_by_the_teacher_itself(tiny_cfg, 
     torch.manual_seed(0)
     checkpoint.save({**state, "model": build_model("compact_s").state_dict()}, path)
     cfg = tiny_cfg.replace(teacher_weights=str(path), teacher_arch="compact_s")
-    first = engine.teacher_identity(cfg)
-    assert first == engine.teacher_identity(cfg)
+    first = teachers.teacher_identity(cfg)
+    assert first == teachers.teacher_identity(cfg)
     checkpoint.save({**state, "model": build_model("compact_s").state_dict()}, path)  # other weights
-    assert engine.teacher_identity(cfg) != first
+    assert teachers.teacher_identity(cfg) != first
     tv = tiny_cfg.replace(teacher_arch="deeplabv3_resnet101", teacher_weights="torchvision", teacher_epochs=0)
-    assert engine.teacher_identity(tv) == "deeplabv3_resnet101-torchvision-COCO_WITH_VOC_LABELS_V1"
-    assert engine.teacher_identity(tiny_cfg) == tiny_cfg.teacher_key()
+    assert teachers.teacher_identity(tv) == "deeplabv3_resnet101-torchvision-COCO_WITH_VOC_LABELS_V1"
+    assert teachers.teacher_identity(tiny_cfg) == tiny_cfg.teacher_key()
     with pytest.raises(UserError, match="can't be read"):
-        engine.teacher_identity(cfg.replace(teacher_weights=str(tmp_path / "missing.pt")))
+        teachers.teacher_identity(cfg.replace(teacher_weights=str(tmp_path / "missing.pt")))

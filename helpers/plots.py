@@ -1,0 +1,201 @@
+"""Charts of data and results: class frequencies, training curves, intervals, per-class bars, the
+accuracy/latency trade-off and histograms. Each returns a `matplotlib.figure.Figure` (see viz)."""
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from .viz import LOSS_STYLES, _new_figure
+from .voc import CLASSES, NUM_CLASSES, PALETTE
+
+
+def _class_bar_colors(n: int) -> np.ndarray:
+    return PALETTE[:n] / 255.0
+
+
+def class_frequency_chart(pixel_counts, image_counts=None, log: bool = True) -> Figure:
+    """Horizontal bars per class in VOC colours: pixels per class (and images containing it).
+
+    pixel_counts, image_counts: length-21 sequences indexed by class id. With `log`, the count
+    axis is logarithmic (background dwarfs the rest). Bars are labelled with their share in %.
+    """
+    pixels = np.asarray(pixel_counts, dtype=np.float64)
+    if pixels.shape != (NUM_CLASSES,):
+        raise ValueError(f"pixel_counts must have {NUM_CLASSES} entries (one per class), got {pixels.shape}.")
+    panels = [(pixels, "pixels")]
+    if image_counts is not None:
+        panels.append((np.asarray(image_counts, dtype=np.float64), "images containing the class"))
+    fig = _new_figure((5.2 * len(panels), 6.2))
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    y = np.arange(NUM_CLASSES)
+    for ax, (counts, xlabel) in zip(axes, panels):
+        ax.barh(y, counts, color=_class_bar_colors(NUM_CLASSES), edgecolor="0.3", linewidth=0.5)
+        total = counts.sum() if xlabel == "pixels" else None
+        for yi, v in zip(y, counts):
+            if v > 0:
+                text = f"{100 * v / total:.1f}%" if total else f"{int(v)}"
+                ax.text(v, yi, " " + text, va="center", fontsize=7)
+        if log and (counts > 0).any():
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel + (" (log scale)" if log else ""))
+        ax.margins(x=0.15)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, CLASSES)
+    axes[0].invert_yaxis()
+    fig.suptitle("Class frequency", fontsize=12)
+    return fig
+
+
+def _series(hist: dict, key: str) -> list:
+    """hist[key] as a list ([] when missing or None); None entries become NaN (a gap)."""
+    values = hist.get(key)
+    return [] if values is None else [np.nan if v is None else float(v) for v in values]
+
+
+def training_curves(histories: dict[str, dict], parts=tuple(LOSS_STYLES), log_loss: bool = False) -> Figure:
+    """Loss parts (one colour per method, one line style per part) and monitor mIoU per epoch.
+
+    histories: {method: {"epoch": [...], "loss": [...], "ce": [...], "kd"/"feat": [...] (optional),
+    "monitor_epoch": [...], "monitor_miou": [...]}}; monitor values are drawn at their monitor_epoch;
+    missing or empty parts are skipped, None plots as a gap.
+    """
+    fig = _new_figure((12, 4.2))
+    ax_loss, ax_miou = fig.subplots(1, 2)
+    colors = [f"C{i}" for i in range(10)]
+    used_parts = []
+    for i, (method, hist) in enumerate(histories.items()):
+        color = colors[i % 10]
+        for part in parts:
+            values = _series(hist, part)
+            if not values:
+                continue
+            epochs = _series(hist, "epoch") or list(range(1, len(values) + 1))
+            ax_loss.plot(epochs[:len(values)], values, color=color,
+                         linestyle=LOSS_STYLES.get(part, "-"), linewidth=1.5)
+            used_parts.append(part)
+        miou = _series(hist, "monitor_miou")
+        if miou:
+            epochs = _series(hist, "monitor_epoch") or list(range(1, len(miou) + 1))  # evaluated epochs
+            ax_miou.plot(epochs[:len(miou)], miou, color=color, marker="o",
+                         markersize=3, label=method)
+    method_handles = [Line2D([], [], color=colors[i % 10], label=m) for i, m in enumerate(histories)]
+    part_handles = [Line2D([], [], color="0.2", linestyle=LOSS_STYLES.get(p, "-"), label=p)
+                    for p in parts if p in used_parts]
+    if method_handles:
+        first = ax_loss.legend(handles=method_handles, loc="upper right", fontsize=8, title="method")
+        ax_loss.add_artist(first)
+    if part_handles:
+        ax_loss.legend(handles=part_handles, loc="upper center", fontsize=8, title="part")
+    if log_loss:
+        ax_loss.set_yscale("log")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="Losses")
+    ax_miou.set(xlabel="epoch", ylabel="mIoU", title="Monitor mIoU")
+    if ax_miou.lines:
+        ax_miou.legend(fontsize=8)
+    for ax in (ax_loss, ax_miou):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
+def bar_with_ci(names, values, lows, highs, ylabel: str, title: str | None = None) -> Figure:
+    """One bar per name with an asymmetric error bar from low to high (e.g. a bootstrap CI)."""
+    values, lows, highs = (np.asarray(a, dtype=float) for a in (values, lows, highs))
+    if not (len(names) == len(values) == len(lows) == len(highs)):
+        raise ValueError("names, values, lows and highs must have the same length.")
+    yerr = np.clip(np.stack([values - lows, highs - values]), 0, None)
+    fig = _new_figure((max(4.5, 1.3 * len(names) + 1.5), 4))
+    ax = fig.subplots()
+    x = np.arange(len(names))
+    ax.bar(x, values, yerr=yerr, capsize=5, color=[f"C{i % 10}" for i in x], edgecolor="0.3",
+           error_kw={"elinewidth": 1.2})
+    for xi, v, hi in zip(x, values, highs):
+        ax.text(xi, hi, f"{v:.3f}\n", ha="center", va="bottom", fontsize=8, linespacing=0.8)
+    ax.set_xticks(x, names)
+    ax.set_ylabel(ylabel)
+    ax.margins(y=0.15)
+    ax.grid(axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def grouped_bars(class_names, series: dict[str, list[float]], ylabel: str, title: str | None = None) -> Figure:
+    """Per-class values (e.g. IoU) as groups of bars, one bar per method; NaN values are skipped."""
+    n, k = len(class_names), max(1, len(series))
+    fig = _new_figure((max(8, 0.26 * n * k + 2), 4.2))
+    ax = fig.subplots()
+    x = np.arange(n)
+    width = 0.8 / k
+    for j, (method, vals) in enumerate(series.items()):
+        vals = np.asarray(vals, dtype=float)
+        if vals.shape != (n,):
+            raise ValueError(f"Series '{method}' has {vals.size} values for {n} classes.")
+        keep = ~np.isnan(vals)
+        ax.bar(x[keep] - 0.4 + width * (j + 0.5), vals[keep], width, label=method, color=f"C{j % 10}")
+    ax.set_xticks(x, class_names, rotation=45, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(-0.6, n - 0.4)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=min(k, 4))
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def scatter_tradeoff(points: list[dict], title: str | None = None, log_x: bool = False) -> Figure:
+    """Accuracy vs latency: one point per model (x = latency ± std, y = mIoU), area ~ parameters.
+
+    points: dicts with name, latency_ms, latency_std, miou, params (count of parameters).
+    """
+    fig = _new_figure((6.5, 4.5))
+    ax = fig.subplots()
+    params = np.array([float(p["params"]) for p in points]) if points else np.zeros(0)
+    top = params.max() if params.size and params.max() > 0 else 1.0
+    for i, p in enumerate(points):
+        size = 40 + 600 * float(p["params"]) / top
+        ax.errorbar(p["latency_ms"], p["miou"], xerr=p.get("latency_std") or 0, fmt="none",
+                    ecolor="0.4", capsize=3, zorder=1)
+        ax.scatter(p["latency_ms"], p["miou"], s=size, color=f"C{i % 10}", alpha=0.8,
+                   edgecolor="0.2", zorder=2)
+        ax.annotate(f"{p['name']}\n{float(p['params']) / 1e6:.2f}M params", (p["latency_ms"], p["miou"]),
+                    xytext=(8, 8), textcoords="offset points", fontsize=8)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set(xlabel="latency (ms per image)", ylabel="mIoU", title=title or "Accuracy vs latency")
+    ax.margins(x=0.25, y=0.2)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def score_histogram(scores, title: str, xlabel: str = "per-image mIoU") -> Figure:
+    """Histogram of scores (NaN dropped) with the mean and median as labelled vertical lines."""
+    s = np.asarray(scores, dtype=float)
+    s = s[~np.isnan(s)]
+    fig = _new_figure((6, 4))
+    ax = fig.subplots()
+    if s.size:
+        ax.hist(s, bins=min(30, max(5, s.size // 4)), color="C0", alpha=0.75, edgecolor="white")
+        ax.axvline(s.mean(), color="C3", linestyle="-", linewidth=2, label=f"mean = {s.mean():.3f}")
+        ax.axvline(np.median(s), color="C2", linestyle="--", linewidth=2,
+                   label=f"median = {np.median(s):.3f}")
+        ax.legend(fontsize=9)
+    else:
+        ax.text(0.5, 0.5, "no scores", ha="center", va="center", transform=ax.transAxes)
+    ax.set(xlabel=xlabel, ylabel="images", title=f"{title} (n = {s.size})")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def count_histogram(counts, xlabel: str) -> Figure:
+    """Bar chart of how many images have each integer count (e.g. objects per image)."""
+    c = np.asarray(counts, dtype=int)
+    fig = _new_figure((6, 3.2))
+    ax = fig.subplots()
+    values, freq = np.unique(c, return_counts=True)
+    ax.bar(values, freq, color="C0", alpha=0.8)
+    ax.set(xlabel=xlabel, ylabel="images", title=f"{xlabel} (mean {c.mean():.2f})" if c.size else xlabel)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
