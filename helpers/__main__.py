@@ -136,15 +136,7 @@ def cmd_docs(a):
     print(f"regenerated {', '.join(done)} in {path.parent}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n")[0])
-    p.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    def params(sp):
-        sp.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                        help="override a parameter (repeatable), e.g. -p epochs 5")
-
+def _run_command(sub, params) -> None:
     r = sub.add_parser("run", help="execute notebooks 01-06 with papermill and build the report")
     r.add_argument("--preset", default="demo", help="smoke, demo, voc or a YAML file (default demo)")
     r.add_argument("--out", type=Path, help="run folder (default reports/<run_name>)")
@@ -152,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     params(r)
     r.set_defaults(func=cmd_run)
 
+
+def _train_command(sub, params) -> None:
     t = sub.add_parser("train", help="train one model (same as notebooks 02-04)")
     t.add_argument("--method", required=True, choices=["teacher", "baseline", "response", "feature"])
     t.add_argument("--seed", type=int, help="this student's seed (default: the run's seed); the teacher "
@@ -166,12 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
     params(t)
     t.set_defaults(func=cmd_train)
 
+
+def _compare_command(sub, params) -> None:
     c = sub.add_parser("compare", help="evaluate the models of a run and write the comparison table")
     c.add_argument("--run", required=True, help="run_name (folder under checkpoints/)")
     c.add_argument("--preset", help="preset the run used (default: the run's recorded settings, else demo)")
     params(c)
     c.set_defaults(func=cmd_compare)
 
+
+def _sweep_command(sub, params) -> None:
     w = sub.add_parser("sweep", help="calibrate a KD method's knobs on holdout: a grid x seeds -> sweep.{csv,png,md}")
     w.add_argument("--method", required=True, choices=["response", "feature"])
     w.add_argument("--grid", required=True, action="append", metavar="NAME=V1,V2,...",
@@ -182,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     params(w)
     w.set_defaults(func=cmd_sweep)
 
+
+def _qualitative_command(sub, params) -> None:
     q = sub.add_parser("qualitative", help="ranked success/failure figures for one checkpoint")
     q.add_argument("--checkpoint", required=True, type=Path)
     q.add_argument("--output-dir", "--output_dir", required=True, type=Path)
@@ -192,12 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="auto")
     q.set_defaults(func=cmd_qualitative)
 
+
+def _demo_data_command(sub, params) -> None:
     d = sub.add_parser("demo-data", help="generate the demo set in the VOC layout")
     d.add_argument("--root", required=True, type=Path)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--size", type=int, default=64)
     d.set_defaults(func=cmd_demo_data)
 
+
+def _bench_command(sub, params) -> None:
     b = sub.add_parser("bench", help="training throughput, KD overhead and inference latency -> bench.json")
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     b.add_argument("--image-size", type=int, default=64)
@@ -208,11 +212,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "their teacher pass is slow on a CPU with a torchvision teacher)")
     b.add_argument("--out", type=Path, help="default: reports/bench.json in the project root")
     b.set_defaults(func=cmd_bench)
+
+
+def _docs_command(sub, params) -> None:
     doc = sub.add_parser("docs", help="regenerate README.md's parameter table (and its demo figures from run files)")
     doc.add_argument("--results", type=Path, help="a run folder (reports/demo): its timings and comparison table")
     doc.add_argument("--sweep", type=Path, action="append", help="a sweep folder: its calibration table (repeatable)")
     doc.add_argument("--teacher", type=Path, action="append", help="a teacher checkpoint: its holdout curve (repeatable)")
     doc.set_defaults(func=cmd_docs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n")[0])
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def params(sp):
+        sp.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                        help="override a parameter (repeatable), e.g. -p epochs 5")
+    for add in (_run_command, _train_command, _compare_command, _sweep_command, _qualitative_command,
+                _demo_data_command, _bench_command, _docs_command):
+        add(sub, params)
     return p
 
 

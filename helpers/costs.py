@@ -26,6 +26,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import UserError
+from .runtime import sync
 
 PATHS = ("eager", "fused", "jit", "int8")
 # The one FLOP convention of this project (bench, table, README): state it next to every figure.
@@ -95,10 +96,6 @@ def gflops(model: nn.Module, input_size=DEFAULT_INPUT) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
 
 def _ready(model: nn.Module, dev: torch.device, dtype: torch.dtype) -> nn.Module:
     """The model on `dev` in `dtype`: itself when already there, else a moved copy (never mutated)."""
@@ -155,7 +152,7 @@ def latency(models: dict[str, nn.Module], input_size=DEFAULT_INPUT, device="cpu"
                     m.eval()
                 for _ in range(warmup):
                     m(x)
-                _sync(dev)
+                sync(dev)
                 timers[name] = Timer("m(x)", globals={"m": m, "x": x}, num_threads=threads,
                                      timer=clock)
                 runs[name] = 0

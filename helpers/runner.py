@@ -41,20 +41,12 @@ def _failure_message(name: str, err, kept: Path) -> str:
     return (f"Notebook {name} failed in cell In [{err.exec_count}] (cell index {err.cell_index} of the "
             f"executed notebook), which starts with: {first_line}\n"
             f"  {err.ename}: {err.evalue}\n"
-            f"The partially executed notebook, with the full traceback, is kept at {kept}. "
+            f"The partially executed notebook, with the error in that cell, is kept at {kept}. "
             "Later notebooks were not run.")
 
 
-def run(preset="demo", out_dir=None, overrides=None, force=False, notebooks=NOTEBOOKS,
-        notebooks_dir=NOTEBOOKS_DIR, report=True, log=print) -> Path:
-    """Execute the notebooks in order into out_dir (default reports/<run_name>/); returns out_dir.
-
-    Parameters are the preset's values updated by `overrides`, checked by `Config` before anything
-    runs; each notebook receives `preset`, `run_name` and `overrides`. `log` is print-like
-    (it is called with end="" and flush=True to finish a progress line when the notebook does).
-    """
-    import papermill
-
+def _settings(preset, out_dir, overrides, force):
+    """(Config, the notebooks' parameters, the run folder): checked before anything runs."""
     overrides = dict(overrides or {})
     if out_dir is not None and "run_name" not in overrides:
         overrides["run_name"] = Path(out_dir).name  # --out names the run (over the preset's run_name)
@@ -69,36 +61,50 @@ def run(preset="demo", out_dir=None, overrides=None, force=False, notebooks=NOTE
                             f"({Path(cfg.reports_dir) / cfg.run_name}); change one of them.")
         overrides["reports_dir"] = str(out_dir.parent)
         cfg = cfg.replace(reports_dir=str(out_dir.parent))
-    params = {"preset": preset, "run_name": cfg.run_name, "overrides": overrides}
+    return cfg, {"preset": preset, "run_name": cfg.run_name, "overrides": overrides}, out_dir
+
+
+def _execute(name: str, source: Path, target: Path, params: dict, log) -> float:
+    """Execute one notebook into `target`; returns its seconds. A failure is a UserError naming the cell."""
+    import papermill
+
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(source), str(target), parameters=params, kernel_name="python3",
+                                   cwd=str(PROJECT_ROOT), progress_bar=False, request_save_on_cell_execute=True,
+                                   kernel_manager_class=_local_kernel_manager())
+    except papermill.PapermillExecutionError as err:
+        log(f"failed after {time.perf_counter() - start:.1f} s")
+        raise UserError(_failure_message(name, err, target)) from None
+    except BaseException:
+        log(f"stopped after {time.perf_counter() - start:.1f} s")
+        raise
+    return round(time.perf_counter() - start, 1)
+
+
+def run(preset="demo", out_dir=None, overrides=None, force=False, notebooks=NOTEBOOKS,
+        notebooks_dir=NOTEBOOKS_DIR, report=True, log=print) -> Path:
+    """Execute the notebooks in order into out_dir (default reports/<run_name>/); returns out_dir.
+
+    Parameters are the preset's values updated by `overrides`, checked by `Config` before anything
+    runs; each notebook receives `preset`, `run_name` and `overrides`. `log` is print-like
+    (it is called with end="" and flush=True to finish a progress line when the notebook does).
+    """
+    cfg, params, out_dir = _settings(preset, out_dir, overrides, force)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "run_params.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
     executed, timings, t_run = [], {}, time.perf_counter()
     for i, name in enumerate(notebooks, 1):
-        target = out_dir / f"{name}.ipynb"
         log(f"[{i}/{len(notebooks)}] {name} … ", end="", flush=True)
-        start = time.perf_counter()
-        try:
-            papermill.execute_notebook(str(Path(notebooks_dir) / f"{name}.ipynb"), str(target),
-                                       parameters=params, kernel_name="python3", cwd=str(PROJECT_ROOT),
-                                       progress_bar=False, request_save_on_cell_execute=True,
-                                       kernel_manager_class=_local_kernel_manager())
-        except papermill.PapermillExecutionError as err:
-            log(f"failed after {time.perf_counter() - start:.1f} s")
-            raise UserError(_failure_message(name, err, target)) from None
-        except BaseException:
-            log(f"stopped after {time.perf_counter() - start:.1f} s")
-            raise
-        timings[name] = round(time.perf_counter() - start, 1)
+        executed.append(out_dir / f"{name}.ipynb")
+        timings[name] = _execute(name, Path(notebooks_dir) / f"{name}.ipynb", executed[-1], params, log)
         log(f"done in {timings[name]:.1f} s")
-        executed.append(target)
-
     if report:
         from . import browser, report as rep
 
         html = rep.build_report(out_dir, executed, params=cfg.to_dict(), env=rep.environment_info())
-        log(f"Report: {html}")
         pdf = browser.export_pdf(html)
-        log(f"PDF:    {pdf}" if pdf else "PDF:    not written (no Chromium found); the HTML has everything.")
+        log(f"Report: {html}\nPDF:    " + (str(pdf) if pdf else "not written (no Chromium found); the HTML has everything."))
         timings["report"] = round(time.perf_counter() - t_run - sum(timings.values()), 1)
     timings["total"] = round(time.perf_counter() - t_run, 1)
     (out_dir / "timings.json").write_text(json.dumps(timings, indent=1), encoding="utf-8")

@@ -69,3 +69,9 @@ def autocast(device, cfg):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype), dtype
     return nullcontext(), torch.float32
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU. Call before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

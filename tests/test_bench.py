@@ -10,6 +10,7 @@ import torch
 
 from helpers import __main__ as cli, data, runs
 from helpers import bench as bench_cmd
+from helpers import throughput
 from helpers import checkpoint
 from helpers.models import build_model
 
@@ -96,7 +97,7 @@ def test_compiled_paths_agree_with_eager_on_real_images(bench):
 
 
 def test_synthetic_batches_have_void_and_cached_logits():
-    plain, cached = bench_cmd.synthetic_batches(2, batch_size=3, image_size=16, seed=1)
+    plain, cached = throughput.synthetic_batches(2, batch_size=3, image_size=16, seed=1)
     images, masks = plain[0]
     assert images.shape == (3, 3, 16, 16) and masks.shape == (3, 16, 16) and masks.dtype == torch.int64
     valid = masks[masks != 255]
