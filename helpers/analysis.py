@@ -107,8 +107,9 @@ def _latency_sentence(students: list[dict], base: dict) -> str | None:
 
 
 def analysis_text(results: dict) -> str:
-    """A few sentences computed from the numbers: best method, each difference with its CI and
-    whether it is distinguishable from zero, teacher-student gap recovered, params, latency."""
+    """A few sentences computed from the numbers, in paragraphs (blank-line separated, markdown):
+    best method and each difference with its CI and whether it is distinguishable from zero; the
+    seeds; the teacher-student gap recovered, parameters and latency."""
     students = student_rows(results)
     base, teacher = by_method(results, "baseline"), by_method(results, "teacher")
     scored = [r for r in students if num(r.get("miou")) is not None]
@@ -131,13 +132,11 @@ def analysis_text(results: dict) -> str:
         if not any(significant(r.get("diff_vs_baseline") or {}) and r["diff_vs_baseline"]["diff"] > 0
                    for r in students if r is not base):
             out.append("In short: in this run KD did not help measurably.")
-    for extra in (_seed_sentence(students),
-                  _gap_sentence(students, base, teacher) if base and teacher else None,
-                  _params_sentence(students, teacher),
-                  _latency_sentence(students, base) if base else None):
-        if extra:
-            out.append(extra)
-    return " ".join(out)
+    seeds = _seed_sentence(students)
+    costs = [x for x in (_gap_sentence(students, base, teacher) if base and teacher else None,
+                         _params_sentence(students, teacher),
+                         _latency_sentence(students, base) if base else None) if x]
+    return "\n\n".join(" ".join(p) for p in (out, [seeds] if seeds else [], costs) if p)
 
 
 # --------------------------------------------------------------------------- environment

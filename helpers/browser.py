@@ -82,6 +82,7 @@ def export_pdf(html_path, pdf_path=None, timeout: float = 120) -> Path | None:
     return pdf_path
 
 
+PRINT_WIDTH = 740  # CSS px: a Letter/A4 page less Chromium's default print margins (0.4 in each side)
 _CHECK_JS = """<script>
 window.addEventListener('load', function () { setTimeout(function () {
   var imgs = Array.prototype.slice.call(document.images);
@@ -90,20 +91,31 @@ window.addEventListener('load', function () { setTimeout(function () {
   var tables = Array.prototype.slice.call(document.querySelectorAll('table'));
   var idx = tables.findIndex(function (t) { return t.textContent.indexOf('Knowledge Distillation') >= 0; });
   var input = document.querySelector('.jp-CodeCell .jp-Cell-inputWrapper');
+  var width = document.documentElement.clientWidth;
+  var wide = Array.prototype.slice.call(document.querySelectorAll('table, img, pre, svg, math'))
+    .filter(function (e) { var r = e.getBoundingClientRect(); return r.width > 0 && r.right > width + 1; })
+    .map(function (e) { return e.tagName.toLowerCase() + ' ' + Math.round(e.getBoundingClientRect().right) + 'px: ' +
+                               (e.textContent || e.getAttribute('alt') || '').trim().slice(0, 60); });
+  var external = performance.getEntriesByType('resource').map(function (r) { return r.name; })
+    .filter(function (u) { return !/^(data|file|blob|about):/.test(u); });
   var pre = document.createElement('pre'); pre.id = '__check';
   pre.textContent = JSON.stringify({table: idx >= 0, table_first: idx === 0, images: imgs.length,
-    broken: broken, code_hidden: input ? getComputedStyle(input).display === 'none' : null});
+    broken: broken, code_hidden: input ? getComputedStyle(input).display === 'none' : null,
+    too_wide: wide, width: width, requests: external});
   document.body.appendChild(pre);
 }, 0); });
 </script>"""
 
 
-def check_report_in_browser(html_path, timeout: float = 120) -> dict:
-    """Load a copy of the report, alone in an empty folder, in headless Chromium.
+def check_report_in_browser(html_path, timeout: float = 120, width: int = PRINT_WIDTH) -> dict:
+    """Load a copy of the report, alone in an empty folder, in headless Chromium `width` CSS pixels
+    wide (default: the printable width of a PDF page).
 
     Returns {"table": a table containing "Knowledge Distillation" exists, "table_first": it is the
     page's first table, "images": number of <img>, "broken": srcs of images that did not load,
-    "code_hidden": the first code input is hidden (None without code cells), "seconds": wall time}.
+    "code_hidden": the first code input is hidden (None without code cells), "too_wide": tables,
+    images, pre blocks and formulas that reach past the page's width, "width", "requests": every
+    resource the page fetched that is not inline (data:) or local, "seconds": wall time}.
     Relative or http(s) image sources show up as broken: the page must stand alone offline.
     """
     html_path = Path(html_path)
@@ -117,7 +129,8 @@ def check_report_in_browser(html_path, timeout: float = 120) -> dict:
         page = Path(tmp) / "page.html"
         page.write_text(text, encoding="utf-8")
         start = time.perf_counter()
-        res = _run_chromium(["--virtual-time-budget=10000", "--dump-dom", page.as_uri()], timeout)
+        res = _run_chromium([f"--window-size={width},1200", "--virtual-time-budget=10000", "--dump-dom",
+                             page.as_uri()], timeout)
     m = re.search(r'<pre id="__check">(.*?)</pre>', res.stdout, re.DOTALL)
     if m is None:
         raise RuntimeError(f"Chromium did not report on {html_path} (exit {res.returncode}): "

@@ -148,25 +148,82 @@ def grouped_bars(class_names, series: dict[str, list[float]], ylabel: str, title
 def scatter_tradeoff(points: list[dict], title: str | None = None, log_x: bool = False) -> Figure:
     """Accuracy vs latency: one point per model (x = latency ± std, y = mIoU), area ~ parameters.
 
-    points: dicts with name, latency_ms, latency_std, miou, params (count of parameters).
+    points: dicts with name, latency_ms, latency_std, miou, params (count of parameters). The labels
+    stand in a column right of the axes, in the order of the points' mIoU, each joined to its point
+    by a thin line, so near-equal models (three students of one architecture) never overlap.
     """
-    fig = _new_figure((6.5, 4.5))
+    fig = _new_figure((7.5, 4.5))
     ax = fig.subplots()
     params = np.array([float(p["params"]) for p in points]) if points else np.zeros(0)
     top = params.max() if params.size and params.max() > 0 else 1.0
     for i, p in enumerate(points):
-        size = 40 + 600 * float(p["params"]) / top
         ax.errorbar(p["latency_ms"], p["miou"], xerr=p.get("latency_std") or 0, fmt="none",
                     ecolor="0.4", capsize=3, zorder=1)
-        ax.scatter(p["latency_ms"], p["miou"], s=size, color=f"C{i % 10}", alpha=0.8,
-                   edgecolor="0.2", zorder=2)
-        ax.annotate(f"{p['name']}\n{float(p['params']) / 1e6:.2f}M params", (p["latency_ms"], p["miou"]),
-                    xytext=(8, 8), textcoords="offset points", fontsize=8)
+        ax.scatter(p["latency_ms"], p["miou"], s=40 + 600 * float(p["params"]) / top, color=f"C{i % 10}",
+                   alpha=0.8, edgecolor="0.2", zorder=2)
     if log_x:
         ax.set_xscale("log")
     ax.set(xlabel="latency (ms per image)", ylabel="mIoU", title=title or "Accuracy vs latency")
-    ax.margins(x=0.25, y=0.2)
+    ax.margins(x=0.15, y=0.2)
     ax.grid(alpha=0.3)
+    order = sorted(range(len(points)), key=lambda i: points[i]["miou"])
+    for slot, i in enumerate(order):
+        p = points[i]
+        y = 0.08 + 0.84 * (slot + 0.5) / len(points)
+        ax.annotate(f"{p['name']}: {p['miou']:.3f}, {p['latency_ms']:.2f} ms, {float(p['params']) / 1e6:.2f}M",
+                    (p["latency_ms"], p["miou"]), xytext=(1.03, y), textcoords="axes fraction", va="center",
+                    fontsize=8, color=f"C{i % 10}", annotation_clip=False,
+                    arrowprops={"arrowstyle": "-", "color": f"C{i % 10}", "alpha": 0.5, "linewidth": 0.8})
+    return fig
+
+
+def headline(rows: list[dict], level: str = "95%") -> Figure:
+    """The result in one picture: each student's mIoU with its interval (seed-level with several
+    seeds), each seed as a dot, the baseline's mean as a dotted line and the teacher as a dashed
+    reference line. rows: the table's rows (method, label, miou, miou_ci, per_seed_miou)."""
+    students = [r for r in rows if r["method"] != "teacher"]
+    teacher = next((r for r in rows if r["method"] == "teacher"), None)
+    fig = _new_figure((7.5, 0.75 * len(students) + 1.6))
+    ax = fig.subplots()
+    for y, r in enumerate(reversed(students)):
+        low, high = r["miou_ci"]
+        color = f"C{len(students) - 1 - y}"  # the methods' colours of every chart: baseline C0, response C1, ...
+        ax.errorbar(r["miou"], y, xerr=[[r["miou"] - low], [high - r["miou"]]], fmt="o", color=color,
+                    capsize=5, markersize=8, linewidth=2, zorder=3)
+        seeds = r.get("per_seed_miou") or []
+        ax.scatter(seeds, [y + 0.18] * len(seeds), s=14, color=color, alpha=0.6, zorder=2)
+    base = next((r for r in students if r["method"] == "baseline"), None)
+    if base:
+        ax.axvline(base["miou"], color="0.5", linestyle=":", linewidth=1, label="baseline mean")
+    if teacher:
+        ax.axvline(teacher["miou"], color="0.2", linestyle="--", linewidth=1.2,
+                   label=f"teacher {teacher['miou']:.3f}")
+    ax.set_yticks(range(len(students)), [f"{r['label']}\n{r['miou']:.3f} [{r['miou_ci'][0]:.3f}, {r['miou_ci'][1]:.3f}]"
+                                         for r in reversed(students)])
+    ax.set_ylim(-0.6, len(students) - 0.4)
+    ax.set_xlabel(f"mIoU (val), {level} interval; dots: seeds")
+    ax.margins(x=0.08)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def class_deltas(class_names, deltas: dict[str, list[float]], reference: str = "baseline") -> Figure:
+    """Per-class IoU difference of each method against `reference`: one row per class (names on the
+    y axis, legible at any width), one bar per method; classes absent from val are left out."""
+    vals = {m: np.asarray(v, dtype=float) for m, v in deltas.items()}
+    keep = [i for i in range(len(class_names)) if any(np.isfinite(v[i]) for v in vals.values())]
+    fig = _new_figure((7.5, 0.26 * len(keep) * max(1, len(vals)) / 1.6 + 1.4))
+    ax = fig.subplots()
+    height = 0.8 / max(1, len(vals))
+    y = np.arange(len(keep))[::-1]
+    for j, (m, v) in enumerate(vals.items()):
+        ax.barh(y + 0.4 - height * (j + 0.5), np.nan_to_num(v[keep]), height, label=m, color=f"C{j + 1}")
+    ax.set_yticks(y, [class_names[i] for i in keep], fontsize=8)
+    ax.axvline(0, color="0.2", linewidth=0.8)
+    ax.set_xlabel(f"IoU difference vs {reference} (mean over seeds)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     return fig
 
 

@@ -104,10 +104,33 @@ def progression_figure(models: dict, ds, evals: dict, picks, device="cpu"):
     return viz.progression_grid(rows, list(models), title="Same images across models (per-image mIoU)")
 
 
-def browser(models: dict, ds, evals: dict, device="cpu"):
-    """An ipywidgets browser: pick an image, the models and the overlay opacity. Returns the widget,
-    or None outside an IPython kernel. The notebook draws static figures as well, so a headless
-    run (papermill, HTML export) shows the same content without the widget."""
+SHOW = ("success", "failure", "all")
+
+
+def sort_keys(evals: dict, baseline: str) -> dict:
+    """{name: (N,) per-image score to sort by}: each model's score, and each other model's gain over
+    `baseline` ("gain of X"); NaN (an all-void image) sorts last."""
+    keys = {lab: np.asarray(e["per_image"], float) for lab, e in evals.items()}
+    if baseline in keys:
+        keys.update({f"gain of {lab}": keys[lab] - keys[baseline] for lab in list(keys) if lab != baseline})
+    return keys
+
+
+def image_options(ids, score: np.ndarray, show: str = "all", n: int = 20) -> list[tuple[str, int]]:
+    """Dropdown options "(id · score)" ordered by `score`: the n best ("success"), the n worst
+    ("failure", worst first) or all, best first."""
+    if show not in SHOW:
+        raise ValueError(f"show must be one of {SHOW}, got {show!r}")
+    order = [int(i) for i in np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")]
+    order = order[:n] if show == "success" else order[::-1][:n] if show == "failure" else order
+    return [(f"{ids[i]} · {score[i]:+.4f}" if np.isfinite(score[i]) else f"{ids[i]} · n/a", i) for i in order]
+
+
+def browser(models: dict, ds, evals: dict, device="cpu", baseline: str | None = None):
+    """An ipywidgets browser: success / failure / all images, sorted by any model's per-image score or
+    by a model's gain over `baseline`; pick the models and the overlay opacity. Returns the widget, or
+    None outside an IPython kernel. The notebook draws static figures as well, so a headless run
+    (papermill, HTML export) shows the same content without the widget."""
     try:
         import ipywidgets as w
         from IPython import get_ipython
@@ -116,15 +139,22 @@ def browser(models: dict, ds, evals: dict, device="cpu"):
         return None
     if get_ipython() is None:
         return None
-    order = np.argsort(np.nan_to_num(np.asarray(evals[next(iter(evals))]["per_image"], float), nan=-1))
-    image = w.Dropdown(options=[(ds.ids[i], int(i)) for i in order], description="image")
+    keys = sort_keys(evals, baseline or next(iter(evals)))
+    show = w.ToggleButtons(options=SHOW, value="all", description="show")
+    sort_by = w.Dropdown(options=list(keys), description="sort by")
+    image = w.Dropdown(options=image_options(ds.ids, keys[sort_by.value]), description="image")
     chosen = w.SelectMultiple(options=list(models), value=tuple(models), description="models")
     alpha = w.FloatSlider(value=0.5, min=0, max=1, step=0.05, description="opacity")
     out = w.Output()
 
+    def relist(*_):
+        image.options = image_options(ds.ids, keys[sort_by.value], show.value)
+
     def draw(*_):
         with out:
             clear_output(wait=True)
+            if image.value is None:
+                return
             img, labels = ds.load(image.value)
             x, _ = ds.transform(img, labels)
             for lab in chosen.value:
@@ -133,11 +163,12 @@ def browser(models: dict, ds, evals: dict, device="cpu"):
                 display(viz.four_panel(np.asarray(img), labels, pred, f"{lab} · {ds.ids[image.value]} · {sc:.4f}",
                                        alpha=alpha.value))
 
+    for c in (show, sort_by):
+        c.observe(relist, names="value")
     for c in (image, chosen, alpha):
         c.observe(draw, names="value")
     draw()
-    return w.VBox([w.HBox([image, alpha]), chosen, out])
-
+    return w.VBox([w.HBox([show, sort_by]), w.HBox([image, alpha]), chosen, out])
 
 
 def write_all(models: dict, ds, evals: dict, out_dir, cfg, device="cpu") -> dict:

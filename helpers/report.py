@@ -145,39 +145,59 @@ def _prepare_notebook(nb, base_dir: Path, index: int) -> list:
     return cells
 
 
-def _md_table(mapping: dict, key: str, value: str) -> str:
+def _html_table(mapping: dict, key: str, value: str) -> str:
+    """A two-column HTML table on one line (it sits inside <details>, where markdown is not parsed)."""
     def cell(v):
-        v = json.dumps(v) if isinstance(v, (dict, list, tuple)) else str(v)
-        return html.escape(v, quote=False).replace("|", "\\|").replace("\n", " ")
-    rows = [f"| `{cell(k)}` | {cell(v)} |" for k, v in mapping.items()]
-    return "\n".join([f"| {key} | {value} |", "|---|---|"] + rows)
+        return html.escape(json.dumps(v) if isinstance(v, (dict, list, tuple)) else str(v))
+    rows = "".join(f"<tr><td><code>{cell(k)}</code></td><td>{cell(v)}</td></tr>" for k, v in mapping.items())
+    return f"<table><thead><tr><th>{key}</th><th>{value}</th></tr></thead><tbody>{rows}</tbody></table>"
 
 
-def _header_markdown(run_dir: Path, params: dict, env: dict, title: str, names: list[str]) -> list[str]:
-    """The cells that open the report: title, comparison table + analysis, parameters, environment."""
+def _details(summary: str, body: str) -> str:
+    return f"<details><summary>{html.escape(summary)}</summary>{body}</details>"
+
+
+def _results_markdown(run_dir: Path) -> list[str]:
+    """The table, the headline figure, the analysis and the progression figure (what exists)."""
     md_path, json_path = run_dir / f"{TABLE_STEM}.md", run_dir / f"{TABLE_STEM}.json"
-    head = f"# {title}\n\nRun **{html.escape(run_dir.name)}**, report built {env.get('date', '')}."
-    table = "## Comparison table\n\n"
-    if md_path.is_file():
-        table += md_path.read_text(encoding="utf-8")
-    elif json_path.is_file():
-        table += table_markdown(read_table_json(json_path))
-    else:
-        table += (f"> **No comparison table yet:** `{TABLE_STEM}.md` was not found in "
-                  f"`{run_dir}`. Run `05_compare.ipynb` for this run (it writes the table files), "
-                  f"then build the report again.")
+    if not (md_path.is_file() or json_path.is_file()):
+        return [f"## Comparison table\n\n> **No comparison table yet:** `{TABLE_STEM}.md` was not found in "
+                f"`{run_dir}`. Run `05_compare.ipynb` for this run (it writes the table files), then build the "
+                "report again."]
+    out = ["## Comparison table\n\n" + (md_path.read_text(encoding="utf-8") if md_path.is_file()
+                                         else table_markdown(read_table_json(json_path)))]
+    if (run_dir / "headline.png").is_file():
+        out.append("![mIoU of each method with its interval; the teacher as a reference line](headline.png)")
     if json_path.is_file():
         try:
-            table += "\n\n**What the numbers say.** " + html.escape(analysis_text(read_table_json(json_path)),
-                                                                   quote=False)
+            text = analysis_text(read_table_json(json_path))
         except (UserError, TypeError, ValueError, KeyError) as err:
-            table += f"\n\n(analysis unavailable: {html.escape(str(err), quote=False)})"
-    contents = "## Notebooks\n\n" + "\n".join(
-        f"{i}. [{html.escape(n)}](#nb-{i})" for i, n in enumerate(names, 1))
-    parameters = "## Parameters of this run\n\n" + (
-        _md_table(params, "parameter", "value") if params else "No parameters were recorded.")
-    environment = "## Environment\n\n" + _md_table(env, "item", "value")
-    return [head, table, parameters, environment, contents]
+            text = f"(analysis unavailable: {err})"
+        out.append("## What the numbers say\n\n" + html.escape(text, quote=False))
+    if (run_dir / "qualitative_progression.png").is_file():
+        out.append("## The same images across models\n\n"
+                   "![two successes, one failure and where KD gained or lost most](qualitative_progression.png)")
+    return out
+
+
+def _header_markdown(run_dir: Path, params: dict, env: dict, title: str, names: list[str],
+                     preset: str | None = None) -> list[str]:
+    """The cells that open the report: title and run; the table, the headline figure, the analysis,
+    the progression figure; the contents; the run's settings (only what differs from the preset)
+    and the environment, folded away."""
+    head = f"# {title}\n\nRun **{html.escape(run_dir.name)}**, report built {env.get('date', '')}."
+    contents = "## Contents\n\n" + "\n".join(f"{i}. [{html.escape(n)}](#nb-{i})" for i, n in enumerate(names, 1))
+    shown, what = params, "Parameters of this run"
+    if preset and params:
+        from .config import from_preset
+
+        base = from_preset(preset).to_dict()
+        shown = {k: v for k, v in params.items() if base.get(k, object()) != v}
+        what = f"Parameters: preset {preset}, and {len(shown)} that differ from it"
+    settings = _details(what, _html_table(shown, "parameter", "value") if shown else
+                        "<p>No parameters were recorded, or none differs from the preset.</p>")
+    environment = _details("Environment", _html_table(env, "item", "value"))
+    return [head, *_results_markdown(run_dir), contents, settings + "\n\n" + environment]
 
 
 def _papermill_params(notebooks: list) -> dict:
@@ -261,12 +281,14 @@ def _find_notebook(path, run_dir: Path) -> Path:
 
 
 def build_report(run_dir, notebooks: list, out_html=None, params: dict | None = None,
-                 env: dict | None = None, title: str = DEFAULT_TITLE) -> Path:
+                 env: dict | None = None, title: str = DEFAULT_TITLE, preset: str | None = None) -> Path:
     """Merge a run's executed notebooks into ONE self-contained HTML file; returns its path.
 
-    It opens with the comparison table (kd_comparison_results.md in run_dir, or a note when
-    absent) and its analysis, then the run's parameters (default: those papermill recorded in the
-    notebooks), the environment (default: `environment_info()`), then each notebook in order.
+    It opens with the title and run, the comparison table (kd_comparison_results.md in run_dir, or
+    a note when absent), the headline figure, the analysis and the progression figure (when 05 and
+    06 wrote them), then the contents, then the run's parameters (default: those papermill recorded
+    in the notebooks; with `preset`, only those that differ from it) and the environment (default:
+    `environment_info()`), both folded in <details>, then each notebook in order.
     Images are inlined as data: URIs; code cells are hidden until "Show code" is pressed.
     """
     import nbformat
@@ -290,7 +312,7 @@ def build_report(run_dir, notebooks: list, out_html=None, params: dict | None = 
         merged.metadata = {k: v for k, v in first.metadata.items() if k in ("kernelspec", "language_info")}
     merged.metadata["title"] = title
     cells = [nbformat.v4.new_markdown_cell(_inline_local_images(text, run_dir))
-             for text in _header_markdown(run_dir, params, env, title, [p.name for p in paths])]
+             for text in _header_markdown(run_dir, params, env, title, [p.name for p in paths], preset)]
     for i, (path, nb) in enumerate(zip(paths, loaded), 1):
         heading = (f'<a id="nb-{i}"></a>\n<div class="kd-nb-heading">Notebook {i} of {len(paths)}: '
                    f'<code>{html.escape(path.name)}</code></div>')

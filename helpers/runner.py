@@ -102,7 +102,7 @@ def run(preset="demo", out_dir=None, overrides=None, force=False, notebooks=NOTE
     if report:
         from . import browser, report as rep
 
-        html = rep.build_report(out_dir, executed, params=cfg.to_dict(), env=rep.environment_info())
+        html = rep.build_report(out_dir, executed, params=cfg.to_dict(), env=rep.environment_info(), preset=preset)
         pdf = browser.export_pdf(html)
         log(f"Report: {html}\nPDF:    " + (str(pdf) if pdf else "not written (no Chromium found); the HTML has everything."))
         timings["report"] = round(time.perf_counter() - t_run - sum(timings.values()), 1)

@@ -90,7 +90,8 @@ def start(ns: dict, notebook: str) -> Config:
     preset, run_name = ns.get("preset"), ns.get("run_name")
     explicit = _knobs(ns)
     cfg, source = resolve(preset, run_name, explicit)
-    changed = {k: v for k, v in explicit.items() if k not in ("run_name", "force") or v is True}
+    changed = {k: v for k, v in explicit.items() if k not in ("run_name", "interactive", "force") or
+               (k == "force" and v is True)}
     if notebook in WRITERS:
         record(cfg, preset or (read_record(cfg.checkpoints_dir, cfg.run_name) or {}).get("preset")
                or DEFAULT_PRESET, notebook)

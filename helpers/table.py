@@ -304,3 +304,19 @@ def read_table_json(path) -> dict:
                         "files) for this run first.")
     return json.loads(path.read_text(encoding="utf-8"))
 
+
+
+def class_deltas(results: dict, reference: str = "baseline") -> dict[str, list[float]]:
+    """{label: per-class IoU of the method minus the reference's} for the KD rows, in class order
+    (NaN where either is missing): what notebook 05's per-class chart draws."""
+    ref = by_method(results, reference) or {}
+    base = ref.get("iou_per_class") or {}
+    out = {}
+    for r in student_rows(results):
+        if r["method"] == reference:
+            continue
+        mine = r.get("iou_per_class") or {}
+        out[r.get("label") or row_label(r)] = [
+            (mine[c] - base[c]) if num(mine.get(c)) is not None and num(base.get(c)) is not None else float("nan")
+            for c in base]
+    return out

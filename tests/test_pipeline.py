@@ -83,9 +83,34 @@ def test_report_html_in_browser(smoke):
     html = smoke["out"] / "report.html"
     assert html.is_file() and "Knowledge Distillation" in html.read_text()
     if browser.find_chromium() is None:
-        pytest.skip("Chromium not installed (.ci/install-chromium.sh installs it)")
+        pytest.skip("Chromium not installed (.ci/install-browser.sh installs it)")
     res = browser.check_report_in_browser(html)
     assert res["table"] and res["images"] > 5 and not res["broken"], res
+    assert res["requests"] == [] and res["too_wide"] == [], res  # offline, and nothing past the page's width
+    page = html.read_text()
+    order = [page.find(s) for s in ("Comparison table", "headline", "What the numbers say",
+                                    "The same images across models", "Contents", "<details>", 'id="nb-1"')]
+    assert -1 not in order and order == sorted(order), order  # the report opens like a results section
+
+
+def test_report_pdf_page_by_page(smoke, tmp_path):
+    """Each page of report.pdf as an image (pdftoppm): none is empty; the text has no raw TeX."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    pdf = smoke["out"] / "report.pdf"
+    if browser.find_chromium() is None or shutil.which("pdftoppm") is None:
+        pytest.skip("Chromium or poppler-utils not installed (.ci/install-browser.sh installs them)")
+    subprocess.run(["pdftoppm", "-r", "30", "-gray", "-png", str(pdf), str(tmp_path / "p")], check=True)
+    pages = sorted(tmp_path.glob("p-*.png"))
+    assert len(pages) >= 6
+    ink = [float((np.asarray(Image.open(p)) < 230).mean()) for p in pages]
+    assert min(ink) > 0.005, [p.name for p, i in zip(pages, ink) if i <= 0.005]  # no empty page
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert "Knowledge Distillation" in text and "What the numbers say" in text
+    assert "$$" not in text and "\\mathcal" not in text and "\\frac" not in text  # formulas rendered
 
 
 def test_second_run_reuses_checkpoints(smoke):

@@ -1,7 +1,7 @@
 """The report a reader gets: table files that agree, honest analysis text, one self-contained HTML.
 
 The Chromium tests load the page in a real browser (skipped, with the reason, when Debian's
-chromium package is not installed: `.ci/install-chromium.sh` installs it).
+chromium package is not installed: `.ci/install-browser.sh` installs it).
 """
 import base64
 import csv
@@ -287,7 +287,7 @@ def test_export_pdf_without_chromium(report_html, tmp_path, monkeypatch, capsys)
 
 
 def test_install_script_never_fails_ci(tmp_path):
-    script = ROOT / ".ci" / "install-chromium.sh"
+    script = ROOT / ".ci" / "install-browser.sh"
     sh = shutil.which("sh")
     assert subprocess.run([sh, "-n", str(script)]).returncode == 0
     # no chromium and no apt-get on PATH: a notice, exit status 0

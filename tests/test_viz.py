@@ -125,7 +125,44 @@ def all_figures():
         "scatter_tradeoff": plots.scatter_tradeoff([
             {"name": "student", "latency_ms": 5.0, "latency_std": 0.5, "miou": 0.5, "params": 2e6},
             {"name": "teacher", "latency_ms": 40.0, "latency_std": 2.0, "miou": 0.7, "params": 4e7}]),
+        "headline": plots.headline(ROWS),
+        "class_deltas": plots.class_deltas(["bg", "dog", "cat"], {"a": [0.1, np.nan, -0.2], "b": [0.0, 0.3, 0.1]}),
     }
+
+
+ROWS = [{"method": m, "label": m, "miou": v, "miou_ci": [v - 0.02, v + 0.03], "per_seed_miou": [v - 0.01, v + 0.01]}
+        for m, v in (("baseline", 0.70), ("response", 0.74), ("feature", 0.73), ("teacher", 0.88))]
+
+
+def test_latency_labels_never_overlap():
+    """Three students with the same size and nearly the same latency and mIoU: their labels still
+    stand apart (a column beside the axes, in mIoU order)."""
+    points = [{"name": n, "latency_ms": 2.0 + 0.01 * i, "latency_std": 0.1, "miou": 0.80 + 0.001 * i, "params": 1e5}
+              for i, n in enumerate(("Without KD (Baseline)", "Response-Based", "Feature-Based"))]
+    fig = plots.scatter_tradeoff(points + [{"name": "Teacher", "latency_ms": 9, "latency_std": 1, "miou": 0.88,
+                                            "params": 9e5}])
+    fig.canvas.draw()
+    from matplotlib.text import Text
+
+    boxes = [Text.get_window_extent(t) for t in fig.axes[0].texts]  # the text alone, not its line
+    assert len(boxes) == 4
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    order = [t.get_text().split(":")[0] for t in sorted(fig.axes[0].texts, key=lambda t: t.get_position()[1])]
+    assert order == ["Without KD (Baseline)", "Response-Based", "Feature-Based", "Teacher"]
+
+
+def test_headline_draws_each_interval_and_the_teacher_line():
+    fig = plots.headline(ROWS)
+    ax = fig.axes[0]
+    assert [t.get_text().split("\n")[0] for t in ax.get_yticklabels()] == ["feature", "response", "baseline"]
+    assert ax.get_yticklabels()[1].get_text() == "response\n0.740 [0.720, 0.770]"
+    dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1 and dashed[0].get_xdata()[0] == 0.88
+
+
+def test_class_deltas_leave_out_classes_absent_everywhere():
+    fig = plots.class_deltas(["bg", "dog", "cat"], {"a": [0.1, np.nan, -0.2], "b": [0.0, np.nan, 0.1]})
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["bg", "cat"]
 
 
 def test_every_plot_returns_a_figure_and_saves_a_png(tmp_path):
