@@ -3,7 +3,7 @@
     python -m helpers run --preset {smoke,demo,voc} [--out DIR] [-p NAME VALUE]... [--force]
     python -m helpers train --method {teacher,baseline,response,feature} [--seed S] [--epochs N] [--batch-size B] [--resume | --force] [-p NAME VALUE]...
     python -m helpers sweep --preset P --method {response,feature} --grid NAME=V1,V2,... [--grid ...] [--seeds N] [-p NAME VALUE]... --out DIR
-    python -m helpers compare --run NAME [--preset P] [-p NAME VALUE]...
+    python -m helpers compare [--run-name NAME] [--preset P] [-p NAME VALUE]...
     python -m helpers qualitative --checkpoint PATH --output-dir DIR [--num-success 10] [--num-failure 10]
     python -m helpers demo-data --root DIR [--seed N]
     python -m helpers bench [--device cpu|cuda] [--image-size S] [--batch-size B]
@@ -163,7 +163,7 @@ def _train_command(sub, params) -> None:
 
 def _compare_command(sub, params) -> None:
     c = sub.add_parser("compare", help="evaluate the models of a run and write the comparison table")
-    c.add_argument("--run", required=True, help="run_name (folder under checkpoints/)")
+    c.add_argument("--run-name", dest="run", help="the run (default: the current run, see README)")
     c.add_argument("--preset", help="preset the run used (default: the run's recorded settings, else demo)")
     params(c)
     c.set_defaults(func=cmd_compare)

@@ -98,7 +98,7 @@ def test_compare_cli_with_two_seeds_shows_mean_and_std(two_seeds):
               "epochs", "teacher_epochs", "batch_size", "warmup_iters", "device", "seeds", "bootstrap_resamples",
               "latency_size", "latency_min_time"):
         overrides += ["-p", k, str(getattr(cfg, k))]
-    res = cli("compare", "--run", cfg.run_name, *overrides)
+    res = cli("compare", "--run-name", cfg.run_name, *overrides)
     assert res.returncode == 0, res.stderr
     assert "COMPARISON TABLE" in res.stdout
     data = json.loads((Path(cfg.reports_dir) / cfg.run_name / "kd_comparison_results.json").read_text())

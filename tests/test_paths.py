@@ -183,7 +183,7 @@ def test_notebooks_in_notebooks_folder_use_the_root_and_evaluation_never_trains(
 def test_compare_command_only_loads(tmp_path, capsys):
     from helpers.__main__ import main
 
-    assert main(["compare", "--run", "nothing", "-p", "checkpoints_dir", str(tmp_path / "c"),
+    assert main(["compare", "--run-name", "nothing", "-p", "checkpoints_dir", str(tmp_path / "c"),
                  "-p", "data_root", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert "Run 'nothing' has no finished model for the teacher" in err and "04_feature_kd" in err
