@@ -176,7 +176,14 @@ def paired_delta_ci(cms_a, cms_b, resamples: int = 2000, level: float = 0.95, rn
     Returns {"delta", "low", "high", "level", "resamples", "significant" (interval excludes 0),
     "per_seed": S per-seed deltas, "method": the interval used, "n_seeds"}.
     """
-    ca, cb = _seed_counts(cms_a, "paired_delta_ci"), _seed_counts(cms_b, "paired_delta_ci")
+    return paired_delta_from_counts(_seed_counts(cms_a, "paired_delta_ci"), _seed_counts(cms_b, "paired_delta_ci"),
+                                    resamples, level, rng)
+
+
+def paired_delta_from_counts(ca: np.ndarray, cb: np.ndarray, resamples: int = 2000, level: float = 0.95,
+                             rng=0) -> dict:
+    """`paired_delta_ci` on per-seed per-image per-class counts (S, N, C, 3) [tp, fp, fn] (any score of
+    the form tp / (tp + fp + fn) summed over images, e.g. boundary IoU via `boundary_as_counts`)."""
     if ca.shape != cb.shape:
         raise UserError(f"paired_delta_ci: the two methods' matrices differ in (seeds, images, classes): "
                         f"{ca.shape[:3]} vs {cb.shape[:3]}; they must cover the same seeds and images.")
@@ -197,13 +204,31 @@ def seed_miou_ci(cms, resamples: int = 2000, level: float = 0.95, rng=0) -> dict
     S >= 2: t-interval with between-seed + image-bootstrap variance). Returns {"miou", "low",
     "high", "level", "resamples", "per_seed", "method", "n_seeds"}.
     """
-    counts = _seed_counts(cms, "seed_miou_ci")
+    return seed_ci_from_counts(_seed_counts(cms, "seed_miou_ci"), resamples, level, rng)
+
+
+def seed_ci_from_counts(counts: np.ndarray, resamples: int = 2000, level: float = 0.95, rng=0) -> dict:
+    """`seed_miou_ci` on per-seed per-image per-class counts (S, N, C, 3) [tp, fp, fn]."""
     per_seed = _miou_from_counts(counts.sum(1))
     boot = _boot_mious(counts, _resample_weights(counts.shape[1], resamples, rng))
     low, high, method = _seed_level(per_seed, boot, level)
     return {"miou": float(np.mean(per_seed)), "low": low, "high": high, "level": level,
             "resamples": resamples, "per_seed": [float(v) for v in per_seed],
             "method": method.replace("paired ", ""), "n_seeds": counts.shape[0]}
+
+
+def boundary_as_counts(boundary) -> np.ndarray:
+    """(..., C, 2) boundary [intersection, union] counts -> (..., C, 3) [tp, fp, fn] with the same
+    IoU = tp / (tp + fp + fn) (tp = intersection, fp = union - intersection, fn = 0), so the
+    interval functions above apply to boundary IoU unchanged."""
+    b = np.asarray(boundary, dtype=np.float64)
+    return np.stack([b[..., 0], b[..., 1] - b[..., 0], np.zeros_like(b[..., 0])], axis=-1)
+
+
+def score_from_counts(counts) -> float:
+    """Dataset-level mean IoU from (N, C, 3) or (C, 3) counts (classes with union > 0)."""
+    c = np.asarray(counts, dtype=np.float64)
+    return float(_miou_from_counts(c.sum(0) if c.ndim == 3 else c))
 
 
 def _counts_input(cms) -> np.ndarray:

@@ -21,10 +21,10 @@ from urllib.parse import unquote
 from .analysis import analysis_text
 from .checkpoint import write_text_atomic
 from .errors import UserError
+from .mathml import markdown_math_to_mathml
 from .table import TABLE_STEM, num, read_table_json, table_markdown
 
 DEFAULT_TITLE = "Knowledge distillation for semantic segmentation (PASCAL VOC 2012)"
-MATHJAX_URL = "https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/MathJax.js?config=TeX-AMS_CHTML"
 
 def environment_info() -> dict[str, str]:
     """Versions and machine: python, torch, torchvision, device, CPU threads, platform, date."""
@@ -113,10 +113,11 @@ def _widget_hidden(state: dict, model_id: str) -> bool:
     return look.get("visibility") == "hidden" or look.get("display") == "none"
 
 
-def _prepare_notebook(nb, base_dir: Path, index: int) -> list:
+def _prepare_notebook(nb, base_dir: Path, index: int, failures: list) -> list:
     """The cells of one executed notebook, ready to merge: unique ids, local images inlined,
-    saved widgets (tqdm bars) replaced by their text so no widget JavaScript is needed, and
-    widgets that were hidden (finished leave=False bars) left out."""
+    formulas as MathML (those that fail are appended to `failures`), saved widgets (tqdm bars)
+    replaced by their text so no widget JavaScript is needed, and widgets that were hidden (finished
+    leave=False bars) left out."""
     import nbformat
     state = (nb.metadata.get("widgets") or {}).get(
         "application/vnd.jupyter.widget-state+json", {}).get("state", {})
@@ -125,7 +126,7 @@ def _prepare_notebook(nb, base_dir: Path, index: int) -> list:
         cell = nbformat.from_dict(dict(cell))
         cell["id"] = f"nb{index}-cell{j}"
         if cell.cell_type == "markdown":
-            cell.source = _inline_local_images(cell.source, base_dir)
+            cell.source = _inline_local_images(markdown_math_to_mathml(cell.source, failures), base_dir)
         outputs = cell.get("outputs", [])
         for out in outputs:
             data = out.get("data") or {}
@@ -217,6 +218,8 @@ body.kd-hide-code .jp-CodeCell.jp-mod-noOutputs { display: none !important; }
 .kd-code-toggle:hover { background: #e4e4e4; }
 .jp-RenderedMarkdown table { margin-left: 0; }
 .kd-nb-heading { border-top: 3px solid #bbb; margin-top: 2.5em; padding-top: 0.5em; }
+.kd-math { overflow-x: auto; margin: 0.6em 0; }
+math { font-size: 1.1em; }
 @media print { .kd-code-toggle { display: none; } }
 """
 _JS = """
@@ -230,30 +233,12 @@ _JS = """
   });
 })();
 """
-# MathJax only when the page has formulas, only after the page has loaded, and only if the
-# network answers: offline the formulas stay readable as TeX and nothing waits for it.
-_MATHJAX = """
-<script type="text/x-mathjax-config">
-MathJax.Hub.Config({tex2jax: {inlineMath: [['$','$'], ['\\\\(','\\\\)']], processEscapes: true,
-  processEnvironments: true}, messageStyle: 'none'});
-</script>
-<script>
-window.addEventListener('load', function () {
-  var text = Array.prototype.map.call(document.querySelectorAll('.jp-MarkdownOutput'),
-                                      function (e) { return e.textContent; }).join('\\n');
-  if (!/\\$[^$]+\\$|\\\\\\(|\\\\\\[/.test(text)) { return; }
-  var s = document.createElement('script');
-  s.async = true; s.src = '%s';
-  document.head.appendChild(s);
-});
-</script>
-""" % MATHJAX_URL
-# Our template: JupyterLab's look, without the CDN scripts (require.js, widget manager, eager
-# MathJax), with the code hidden by default and a button to show it.
+# Our template: JupyterLab's look, without the CDN scripts (require.js, widget manager, MathJax: the
+# formulas are MathML, see mathml.py), with the code hidden by default and a button to show it.
 _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js -%}{%- endblock html_head_js -%}
 {% block jupyter_widgets %}{% endblock jupyter_widgets %}
-{%- block html_head_js_mathjax -%}""" + _MATHJAX + """{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {% block extra_css %}<style type="text/css">""" + _CSS + """</style>{% endblock extra_css %}
 {%- block body_header -%}
 <body class="jp-Notebook kd-hide-code" data-jp-theme-light="true" data-jp-theme-name="JupyterLab Light">
@@ -311,6 +296,7 @@ def build_report(run_dir, notebooks: list, out_html=None, params: dict | None = 
     if first is not None:
         merged.metadata = {k: v for k, v in first.metadata.items() if k in ("kernelspec", "language_info")}
     merged.metadata["title"] = title
+    failures: list[str] = []
     cells = [nbformat.v4.new_markdown_cell(_inline_local_images(text, run_dir))
              for text in _header_markdown(run_dir, params, env, title, [p.name for p in paths], preset)]
     for i, (path, nb) in enumerate(zip(paths, loaded), 1):
@@ -321,8 +307,10 @@ def build_report(run_dir, notebooks: list, out_html=None, params: dict | None = 
                        "this notebook did not run, so its results are missing from the report."
         cells.append(nbformat.v4.new_markdown_cell(heading))
         if nb is not None:
-            cells += _prepare_notebook(nb, path.parent, i)
+            cells += _prepare_notebook(nb, path.parent, i, failures)
     merged.cells = cells
+    if failures:
+        print(f"report.html: {len(failures)} formula(s) shown as TeX (not convertible): " + "; ".join(failures))
 
     exporter = HTMLExporter(template_name="lab", embed_images=True, raw_template=_TEMPLATE,
                             log=_nbconvert_log())
