@@ -53,6 +53,10 @@ class Config:
                       group="run")
     force: bool = knob(False, "02-04: retrain this notebook's models even when finished checkpoints exist",
                        group="run")
+    nproc: int = knob(1, "processes (GPUs) to train with; > 1: notebooks and the runner launch torchrun", minimum=1,
+                      group="run")
+    sync_bn: bool = knob(True, "with nproc > 1 on CUDA: SyncBatchNorm (BN statistics over the global batch)",
+                         group="run")
     # data
     dataset: str = knob("demo", "'demo' (generated, VOC layout) or 'voc' (real VOC 2012)", ("demo", "voc"),
                         group="data")
