@@ -106,6 +106,21 @@ def _latency_sentence(students: list[dict], base: dict) -> str | None:
     return f"Latency vs Without KD ({b:.2f} ms): " + "; ".join(parts) + "."
 
 
+def _boundary_sentence(students: list[dict], base: dict) -> str | None:
+    """Whether KD changed the outlines (boundary IoU), each Δ with its interval's verdict."""
+    kd = [r for r in students if r is not base and (r.get("boundary_diff_vs_baseline") or {}).get("diff") is not None]
+    if num(base.get("boundary_iou")) is None or not kd:
+        return None
+    parts = []
+    for r in kd:
+        d = r["boundary_diff_vs_baseline"]
+        verdict = "distinguishable from zero" if significant(d) else "not distinguishable from zero"
+        parts.append(f"{r.get('label') or row_label(r)} {d['diff']:+.4f} ({fmt(d.get('low'), '+.4f')} to "
+                     f"{fmt(d.get('high'), '+.4f')}, {verdict})")
+    return (f"Boundary IoU (the pixels near each outline) is {base['boundary_iou']:.4f} without KD; the change with "
+            f"KD: {'; '.join(parts)}.")
+
+
 def analysis_text(results: dict) -> str:
     """A few sentences computed from the numbers, in paragraphs (blank-line separated, markdown):
     best method and each difference with its CI and whether it is distinguishable from zero; the
@@ -132,6 +147,9 @@ def analysis_text(results: dict) -> str:
         if not any(significant(r.get("diff_vs_baseline") or {}) and r["diff_vs_baseline"]["diff"] > 0
                    for r in students if r is not base):
             out.append("In short: in this run KD did not help measurably.")
+    boundary = _boundary_sentence(students, base) if base else None
+    if boundary:
+        out.append(boundary)
     seeds = _seed_sentence(students)
     costs = [x for x in (_gap_sentence(students, base, teacher) if base and teacher else None,
                          _params_sentence(students, teacher),

@@ -114,6 +114,25 @@ def _accuracy(evals, method, seeds, cfg) -> dict:
         base, _ = _stacked(evals, "baseline", seeds, cfg)
         d = metrics.paired_delta_ci(cms, base, cfg.bootstrap_resamples, rng=cfg.seed)
         out["diff_vs_baseline"] = dict(d, diff=d["delta"])
+    return {**out, **_boundary(evals, method, keys, seeds, cfg)}
+
+
+def _boundary_counts(evals, keys) -> np.ndarray:
+    return metrics.boundary_as_counts(np.stack([np.asarray(evals[k]["per_image_boundary"]) for k in keys]))
+
+
+def _boundary(evals, method, keys, seeds, cfg) -> dict:
+    """Boundary IoU (boundary.py) of a row: mean over seeds, its seed-level interval, and for KD rows
+    the paired Δ against the baseline with its interval, built exactly like the mIoU's."""
+    counts = _boundary_counts(evals, keys)
+    ci = metrics.seed_ci_from_counts(counts, cfg.bootstrap_resamples, rng=cfg.seed)
+    per_seed = ci["per_seed"]
+    out = {"boundary_iou": ci["miou"], "boundary_std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None,
+           "boundary_ci": [ci["low"], ci["high"]], "boundary_diff_vs_baseline": None}
+    if method in ("response", "feature"):
+        base = _boundary_counts(evals, _stacked(evals, "baseline", seeds, cfg)[1])
+        d = metrics.paired_delta_from_counts(counts, base, cfg.bootstrap_resamples, rng=cfg.seed)
+        out["boundary_diff_vs_baseline"] = dict(d, diff=d["delta"])
     return out
 
 
@@ -143,6 +162,7 @@ def compare(cfg: Config, progress=True, write=True) -> dict:
         "latency": {"device": any_lat["device"], "threads": any_lat["threads"], "dtype": any_lat["dtype"],
                     "input_size": any_lat["input_size"], "path": cfg.inference_path},
         "protocol": (f"single-scale, full resolution, dataset-level confusion matrix, label 255 ignored; "
+                     f"boundary IoU: bands of 2% of the image diagonal (Cheng et al., 2021); "
                      f"split: {cfg.eval_split} ({len(ds)} images); final-epoch checkpoints; "
                      f"Δ mIoU CI: {interval}, {cfg.bootstrap_resamples} paired bootstrap resamples of images"),
         "dataset": cfg.dataset, "seeds": seeds,

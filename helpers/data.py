@@ -68,3 +68,10 @@ def epoch_loader(ds, cfg: Config, seed: int, epoch: int) -> DataLoader:
     return loader(ds, cfg, True, epoch, seed=seed)
 
 
+
+
+def one_batch(cfg: Config, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training batch of `n` images (default batch_size) as a step sees it: augmented crops and
+    their masks, in the order of the run's first epoch."""
+    images, masks, *_ = next(iter(loader(dataset(cfg, cfg.train_split, train=True), cfg, True, batch_size=n)))
+    return images, masks

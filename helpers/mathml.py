@@ -5,64 +5,129 @@ need MathJax from the internet, and a PDF printed from it shows the raw TeX. So 
 every formula at build time with `latex2mathml` into MathML, which browsers (and Chromium's PDF
 printing) render natively: no script, no network request.
 
-Rules: `$$...$$` is display math (it may span lines); `$...$` is inline math when the opening `$` is
-not followed by a space, the closing one not preceded by a space nor followed by a digit (so "$5 and
-$6" stays text), on one line; `\\$` is a dollar sign. Nothing inside inline code or fenced code
-blocks is touched. A formula latex2mathml can't convert stays visible as its TeX in <code>, and is
-counted in the returned failures, never an exception.
+Rules (pandoc's): `$$...$$` is display math (it may span lines); `$...$` is inline math when the
+opening `$` is not followed by a space and the closing one is not preceded by a space nor followed by
+a digit (so "$5 and $6" stays text); it may wrap onto the next line but not cross a blank line.
+`\\$` is a dollar sign, also inside a formula. Nothing in inline code (any number of backticks) or
+in fenced code blocks (``` or ~~~) is touched.
+
+The MathML must come through nbconvert's markdown renderer (mistune 3 + nbconvert's math plugin)
+unchanged: it is emitted on one line, inline (no blank lines, so it stays inside its paragraph,
+list item, block quote or table cell), and every character of its text that markdown or the math
+plugin would read (`_ * \\ $ | ~ [ ] ! backtick`) is written as a numeric character reference.
+Display math is `<math display="block">` in `<span class="kd-math" style="display:block">` (the
+report styles .kd-math: horizontal scroll for wide formulas). A formula that latex2mathml can't
+convert (an error, a TeX command it left as text, unbalanced braces) is shown as its original TeX
+in <code>, logged as a warning and appended to `failures`; it never raises.
 """
 from __future__ import annotations
 
-import html
+import logging
 import re
 
-_CODE = re.compile(r"(```.*?```|~~~.*?~~~|`[^`\n]+`)", re.DOTALL)
-_DISPLAY = re.compile(r"\$\$(.+?)\$\$", re.DOTALL)
-_INLINE = re.compile(r"(?<![\\$\w])\$(?=[^\s$])([^$\n]+?)(?<=[^\s\\])\$(?![\d$])")
+log = logging.getLogger(__name__)
+
+# Fenced code (to its closing fence, or the end of the text) and inline code spans: left alone.
+_FENCE = re.compile(r"^[ \t>]*(?P<f>(?P<c>[`~])(?P=c){2,})[^\n`]*(?:\n.*?)??(?:\n[ \t>]*(?P=f)(?P=c)*[ \t]*(?=\n|\Z)|\Z)",
+                    re.M | re.S)
+_SPAN = re.compile(r"(?<!`)(?P<b>`+)(?!`).+?(?<!`)(?P=b)(?!`)", re.S)
+_MATH = re.compile(r"""
+    \\\$                                                  # an escaped dollar: text
+  | \$\$(?P<display>(?:\\.|[^$\\])+?)\$\$                 # display math, may span lines
+  | \$(?=[^\s$])(?P<inline>(?:\\.|[^$\\\n]|\n(?![ \t]*\n))+?)(?<=[^\s])\$(?!\d)   # inline math
+""", re.S | re.X)
+# Characters markdown (mistune + plugins) or nbconvert's math plugin would interpret in text.
+_SPECIAL = re.compile(r"[_*\\$|~\[\]!`<>&\n]")
 
 
-def _convert(tex: str, display: bool, failures: list) -> str:
+def _entities(text: str) -> str:
+    """Plain text -> HTML text with every markdown-significant character as &#N; (one line)."""
+    return _SPECIAL.sub(lambda m: " " if m.group() == "\n" else f"&#{ord(m.group())};", text)
+
+
+def _escape_mathml(mathml: str) -> str:
+    """The text nodes of latex2mathml's output made inert for markdown (tags and attributes kept)."""
+    return re.sub(r">([^<]+)<", lambda m: ">" + re.sub(r"[_*\\$|~\[\]!`\n]",
+                                                     lambda c: f"&#{ord(c.group())};", m.group(1)) + "<",
+                  mathml.replace("\n", ""))
+
+
+def _balanced(tex: str) -> bool:
+    depth = 0
+    for ch in re.sub(r"\\.", "", tex):
+        depth += (ch == "{") - (ch == "}")
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def _convert(tex: str, display: bool, failures: list) -> str | None:
     from latex2mathml.converter import convert
 
+    tex = tex.strip()
     try:
-        out = convert(tex.strip(), display="block" if display else "inline")
+        why = None if _balanced(tex) else "unbalanced braces"
+        out = convert(tex, display="block" if display else "inline") if why is None else ""
+        if why is None and re.search(r">[^<]*\\[A-Za-z|{}]", out):  # a TeX command left as text
+            why = "TeX left in the MathML"
     except Exception as err:  # latex2mathml raises its own and plain errors for unknown TeX
-        failures.append(f"{tex.strip()[:80]} ({type(err).__name__}: {err})")
-        return f"<code>{html.escape(tex.strip())}</code>"
-    out = out.replace("\n", "")
-    if re.search(r">[^<]*\\[A-Za-z|{}]", out):  # a TeX command left as text (e.g. "\\big\\|"): not converted
-        failures.append(f"{tex.strip()[:80]} (left TeX in the MathML)")
-        return f"<code>{html.escape(tex.strip())}</code>"
-    return f'<div class="kd-math">{out}</div>' if display else out
+        why = f"{type(err).__name__}: {err}"
+    if why is not None:
+        failures.append(f"{tex[:80]} ({why})")
+        log.warning("formula shown as TeX (not convertible to MathML): %s (%s)", tex[:80], why)
+        return None
+    out = _escape_mathml(out)
+    return f'<span class="kd-math" style="display:block">{out}</span>' if display else out
 
 
-def _text_to_mathml(text: str, failures: list, counts: list) -> str:
-    def display(m):
-        counts.append(1)
-        return "\n\n" + _convert(m.group(1), True, failures) + "\n\n"
+def _math_to_mathml(text: str, failures: list, converted: list) -> str:
+    def sub(m: re.Match) -> str:
+        tex = m.group("display") if m.group("display") is not None else m.group("inline")
+        if tex is None:  # \$
+            return m.group()
+        out = _convert(tex, m.group("display") is not None, failures)
+        if out is None:
+            return f"<code>{_entities(m.group())}</code>"
+        converted.append(1)
+        return out
 
-    def inline(m):
-        counts.append(1)
-        return _convert(m.group(1), False, failures)
+    return _MATH.sub(sub, text)
 
-    return _INLINE.sub(inline, _DISPLAY.sub(display, text))
+
+def _outside_code(text: str, fn) -> str:
+    """fn applied to the parts of `text` that are neither fenced code nor inline code."""
+    out, pos = [], 0
+    for fence in _FENCE.finditer(text):
+        out += [_outside_spans(text[pos:fence.start()], fn), fence.group()]
+        pos = fence.end()
+    return "".join(out + [_outside_spans(text[pos:], fn)])
+
+
+def _outside_spans(text: str, fn) -> str:
+    out, pos = [], 0
+    for span in _SPAN.finditer(text):
+        out += [fn(text[pos:span.start()]), span.group()]
+        pos = span.end()
+    return "".join(out + [fn(text[pos:])])
+
+
+def _convert_text(text: str, failures: list | None, converted: list) -> str:
+    failures = [] if failures is None else failures
+    return _outside_code(text, lambda part: _math_to_mathml(part, failures, converted))
 
 
 def markdown_math_to_mathml(text: str, failures: list | None = None) -> str:
     """`text` (markdown) with its `$$...$$` and `$...$` formulas as MathML (see the module docstring).
-    Formulas that could not be converted are appended to `failures` when a list is given."""
-    failures = [] if failures is None else failures
-    parts = _CODE.split(text)  # odd items are code: left alone
-    return "".join(p if i % 2 else _text_to_mathml(p, failures, []) for i, p in enumerate(parts))
+    Formulas that could not be converted stay as TeX in <code>, are logged and, when a list is given,
+    appended to `failures` ("tex (reason)")."""
+    return _convert_text(text, failures, [])
 
 
-def notebook_math_to_mathml(nb) -> tuple[int, list[str]]:
-    """Convert the formulas of every markdown cell of an nbformat notebook in place; returns
-    (formulas converted, the ones that failed)."""
-    failures, counts = [], []
+def notebook_math_to_mathml(nb, failures: list | None = None) -> int:
+    """Convert the formulas of every markdown cell of an nbformat notebook in place; returns how many
+    were converted (those that failed are logged and appended to `failures` when given)."""
+    converted: list = []
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            parts = _CODE.split(cell.source)
-            cell.source = "".join(p if i % 2 else _text_to_mathml(p, failures, counts)
-                                  for i, p in enumerate(parts))
-    return len(counts) - len(failures), failures
+            cell.source = _convert_text(cell.source, failures, converted)
+    return len(converted)

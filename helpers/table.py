@@ -21,7 +21,8 @@ COLUMNS = ["Knowledge Distillation", "mIoU", "# Parameters", "Inference Speed (m
 TXT_WIDTHS = [36, 13, 19]  # the last column takes what it needs
 CSV_FIELDS = ["method", "label", "miou", "miou_std", "n_seeds", "per_seed_miou", "pixel_acc", "params",
               "params_str", "gflops", "latency_ms", "latency_std_ms", "arch", "diff_vs_baseline",
-              "diff_low", "diff_high", "diff_significant", "diff_per_seed", "diff_method"]
+              "diff_low", "diff_high", "diff_significant", "diff_per_seed", "diff_method", "boundary_iou",
+              "boundary_std", "boundary_diff", "boundary_low", "boundary_high"]
 
 
 # --------------------------------------------------------------------------- numbers as text
@@ -202,8 +203,38 @@ def table_text(results: dict) -> str:
             if d and len(d.get("per_seed") or []) > 1:
                 verdict += f"; per seed: {fmt_per_seed(d['per_seed'])}"
             out.append(f"  {row_label(r).ljust(width)}{_fmt_ci(d)}  {verdict}")
+    out += _boundary_text(rows)
     out += [""] + _notes(results)
     return "\n".join(out) + "\n"
+
+
+def _boundary_cells(r: dict) -> tuple[str, str]:
+    """(boundary IoU [± std], Δ vs baseline [CI], verdict) as text, for a row that has them."""
+    value = fmt(r.get("boundary_iou"))
+    if num(r.get("boundary_std")) is not None:
+        value += f" ± {fmt(r['boundary_std'])}"
+    d = r.get("boundary_diff_vs_baseline")
+    return value, (f"{_fmt_ci(d)}, {_verdict(d)}" if d and num(d.get("diff")) is not None else "—")
+
+
+def _boundary_text(rows: list[dict]) -> list[str]:
+    rows = [r for r in rows if num(r.get("boundary_iou")) is not None]
+    if not rows:
+        return []
+    width = max(len(row_label(r)) for r in rows) + 2
+    return ["", "Boundary IoU (bands of 2% of the image diagonal; Δ vs baseline with the same interval as mIoU):"] + \
+        [f"  {row_label(r).ljust(width)}{'  '.join(_boundary_cells(r))}" for r in rows]
+
+
+def _boundary_markdown(rows: list[dict]) -> str:
+    rows = [r for r in rows if num(r.get("boundary_iou")) is not None]
+    if not rows:
+        return ""
+    out = ["| Knowledge Distillation | Boundary IoU | Δ Boundary IoU vs baseline |", "|---|---:|---|"]
+    out += ["| " + " | ".join([row_label(r), *_boundary_cells(r)]) + " |" for r in rows]
+    return "\n\n" + "\n".join(out) + "\n\nBoundary IoU (Cheng et al., CVPR 2021): IoU of the pixels within 2% of the image diagonal " \
+        "of each class's outline, in the ground truth and in the prediction; it shows boundary quality that mIoU, " \
+        "dominated by object interiors, hardly sees."
 
 
 def table_markdown(results: dict) -> str:
@@ -218,7 +249,7 @@ def table_markdown(results: dict) -> str:
         vals = [row_label(r), _fmt_miou(r), fmt_params(r), _fmt_latency(r),
                 fmt(r.get("pixel_acc")), fmt(r.get("gflops"), ".3f"), delta]
         out.append("| " + " | ".join(v.replace("|", "\\|") for v in vals) + " |")
-    return "\n".join(out) + "\n\n" + "\n\n".join(_notes(results)) + "\n"
+    return "\n".join(out) + _boundary_markdown(ordered_rows(results)) + "\n\n" + "\n\n".join(_notes(results)) + "\n"
 
 
 def _csv_list(values) -> str | None:
@@ -235,6 +266,8 @@ def _csv_rows(results: dict) -> tuple[list[str], list[dict]]:
     for r in ordered_rows(results):
         d = r.get("diff_vs_baseline") or {}
         rec = {k: r.get(k) for k in CSV_FIELDS if k in r and not isinstance(r.get(k), (dict, list))}
+        b = r.get("boundary_diff_vs_baseline") or {}
+        rec.update(boundary_diff=b.get("diff"), boundary_low=b.get("low"), boundary_high=b.get("high"))
         rec.update(diff_vs_baseline=d.get("diff"), diff_low=d.get("low"), diff_high=d.get("high"),
                    diff_significant=significant(d) if d else None, diff_method=d.get("method"),
                    diff_per_seed=_csv_list(d.get("per_seed")), per_seed_miou=_csv_list(r.get("per_seed_miou")))

@@ -127,21 +127,35 @@ def train_one_epoch(student, teacher, adapter, dl, optimizer, scheduler, scaler,
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
+def initial_model(cfg: Config, method: str = "baseline", seed: int | None = None) -> torch.nn.Module:
+    """The network `fit` starts from: for a student, the same weights for every method of one seed."""
+    seed_all(cfg.seed if seed is None else seed)  # identical initial weights for every student of this seed
+    if method == "teacher":
+        return build_model(cfg.teacher_arch, voc.NUM_CLASSES, pretrained=cfg.teacher_weights == "torchvision")
+    return build_model(cfg.student_arch, voc.NUM_CLASSES, pretrained_backbone=cfg.student_pretrained_backbone)
+
+
+def initial_adapter(student, teacher, seed: int) -> FeatureAdapter:
+    """Feature KD's adapter as `fit` creates it (student channels -> teacher channels)."""
+    torch.manual_seed(seed + 1)
+    return FeatureAdapter(student.feature_channels, teacher.feature_channels)
+
+
+def trained_adapter(cfg: Config, student, teacher, seed: int | None = None) -> FeatureAdapter:
+    """The adapter saved with a finished feature-KD student (eval mode)."""
+    state = checkpoint.load(checkpoint_path(cfg, "feature", seed))
+    adapter = FeatureAdapter(student.feature_channels, teacher.feature_channels)
+    adapter.load_state_dict(state["adapter"])
+    return adapter.eval()
+
+
 def _build(cfg: Config, method: str, seed: int, device, progress: bool):
     """(model, adapter, teacher, training set) of `method`: every student of one seed starts from
     the same weights; a cached-logit response run gets its teacher maps with the batch instead."""
     is_teacher = method == "teacher"
     teacher = None if is_teacher or method == "baseline" else get_teacher(cfg, device, progress)
-    seed_all(seed)  # identical initial weights for every student of this seed
-    if is_teacher:
-        model = build_model(cfg.teacher_arch, voc.NUM_CLASSES, pretrained=cfg.teacher_weights == "torchvision")
-    else:
-        model = build_model(cfg.student_arch, voc.NUM_CLASSES, pretrained_backbone=cfg.student_pretrained_backbone)
-    model.to(device)
-    adapter = None
-    if method == "feature":
-        torch.manual_seed(seed + 1)
-        adapter = FeatureAdapter(model.feature_channels, teacher.feature_channels).to(device)
+    model = initial_model(cfg, method, seed).to(device)
+    adapter = initial_adapter(model, teacher, seed).to(device) if method == "feature" else None
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_ds = dataset(cfg, cfg.teacher_split if is_teacher else cfg.train_split, train=True)

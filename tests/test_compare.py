@@ -47,7 +47,10 @@ def _fake_evals(cfg, n_images=30):
                           for m in compare.STUDENTS for s in compare.seeds_of(cfg)]
     for i, key in enumerate(keys):
         cms = rng.integers(0, 20, size=(n_images, c, c)) + np.eye(c, dtype=np.int64) * rng.integers(20, 200)
-        evals[key] = dict(metrics.summarize(cms, [f"val_{j:05d}" for j in range(n_images)]), per_image_cm=cms)
+        inter = rng.integers(0, 50, size=(n_images, c))
+        bounds = np.stack([inter, inter + rng.integers(1, 30, size=(n_images, c))], axis=-1)
+        evals[key] = dict(metrics.summarize(cms, [f"val_{j:05d}" for j in range(n_images)]), per_image_cm=cms,
+                          per_image_boundary=bounds)
     return evals
 
 
@@ -78,6 +81,14 @@ def test_table_delta_is_the_difference_of_its_mIoU_column(seeds, tmp_path, monke
         assert d["low"] <= d["diff"] <= d["high"] and d["significant"] == (d["low"] > 0 or d["high"] < 0)
     assert rows["teacher"]["n_seeds"] == 1 and rows["teacher"]["diff_vs_baseline"] is None
     assert all(r["miou_ci"][0] <= r["miou"] <= r["miou_ci"][1] for r in rows.values())
+    for m in ("response", "feature"):  # boundary IoU: the same construction, on the boundary counts
+        b, r = rows[m]["boundary_diff_vs_baseline"], rows[m]
+        assert b["diff"] == pytest.approx(r["boundary_iou"] - rows["baseline"]["boundary_iou"], abs=1e-12)
+        assert b["low"] <= b["diff"] <= b["high"] and r["boundary_ci"][0] <= r["boundary_iou"] <= r["boundary_ci"][1]
+    keys = ["baseline"] + [f"baseline_seed{s}" for s in compare.seeds_of(cfg)[1:]]
+    per_seed = [np.nanmean(evals[k]["per_image_boundary"][..., 0].sum(0) / evals[k]["per_image_boundary"][..., 1].sum(0))
+                for k in keys]
+    assert rows["baseline"]["boundary_iou"] == pytest.approx(np.mean(per_seed))
     data = table.read_table_json(tmp_path / "fake")
     assert data["rows"][0]["per_seed_miou"] == rows[data["rows"][0]["method"]]["per_seed_miou"]
     text = analysis.analysis_text(results)
