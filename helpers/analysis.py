@@ -56,16 +56,17 @@ def _gap_sentence(students: list[dict], base: dict, teacher: dict) -> str | None
     if gap <= 0:
         return (f"The teacher ({t:.4f}) is not above the baseline student ({b:.4f}), so there is no "
                 f"teacher–student gap to close.")
-    parts = []
+    parts, below = [], False
     for r in students:
         if r["method"] == "baseline" or num(r.get("miou")) is None:
             continue
         frac = (r["miou"] - b) / gap
+        below = below or frac < 0
         parts.append(f"{r.get('label') or row_label(r)} {100 * frac:.0f}%")
     if not parts:
         return None
     return (f"Teacher–student gap: the teacher reaches {t:.4f}, {gap:.4f} above the baseline; "
-            f"fraction of that gap recovered: {', '.join(parts)} (negative: below the baseline).")
+            f"fraction of that gap recovered: {', '.join(parts)}" + (" (negative: below the baseline)." if below else "."))
 
 
 def _params_sentence(students: list[dict], teacher: dict | None) -> str | None:

@@ -64,18 +64,18 @@ def seed_summary(cfg: Config, method: str, students: dict, device, val=None, tea
     """
     val = val if val is not None else data.dataset(cfg, cfg.eval_split)
     lines = [f"{cfg.eval_split} mIoU ({len(val)} images), final-epoch models of run '{cfg.run_name}':",
-             f"{'seed':<6}{LABELS[method]:>16}" + (f"{LABELS['baseline']:>14}{'Δ':>9}" if method != "baseline" else "")]
+             f"{'seed':<6}{LABELS[method]:>24}" + (f"{LABELS['baseline']:>24}{'Δ':>10}" if method != "baseline" else "")]
     if teacher is not None:
         lines.insert(0, f"teacher mIoU {evaluation.evaluate(teacher, val, device)['miou']:.4f}")
     missing = []
     for s, model in students.items():
         m = evaluation.evaluate(model, val, device)["miou"]
-        row = f"{s:<6}{m:>16.4f}"
+        row = f"{s:<6}{m:>24.4f}"
         if method != "baseline":
             path = runs.checkpoint_path(cfg, "baseline", s)
             if path.is_file():
                 b = evaluation.evaluate(runs.load_model(path, device)[0], val, device)["miou"]
-                row += f"{b:>14.4f}{m - b:>+9.4f}"
+                row += f"{b:>24.4f}{m - b:>+10.4f}"
             else:
                 missing.append(s)
         lines.append(row)

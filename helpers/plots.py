@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from .viz import LOSS_STYLES, _new_figure
 from .voc import CLASSES, NUM_CLASSES, PALETTE
@@ -39,6 +39,7 @@ def class_frequency_chart(pixel_counts, image_counts=None, log: bool = True) -> 
                 ax.text(v, yi, " " + text, va="center", fontsize=7)
         if log and (counts > 0).any():
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # (labelled minor ticks collide on a short axis)
         ax.set_xlabel(xlabel + (" (log scale)" if log else ""))
         ax.margins(x=0.15)
         ax.grid(axis="x", alpha=0.3)

@@ -116,14 +116,15 @@ def sort_keys(evals: dict, baseline: str) -> dict:
     return keys
 
 
-def image_options(ids, score: np.ndarray, show: str = "all", n: int = 20) -> list[tuple[str, int]]:
+def image_options(ids, score: np.ndarray, show: str = "all", n: int = 20, signed: bool = False) -> list[tuple[str, int]]:
     """Dropdown options "(id · score)" ordered by `score`: the n best ("success"), the n worst
     ("failure", worst first) or all, best first."""
     if show not in SHOW:
         raise ValueError(f"show must be one of {SHOW}, got {show!r}")
     order = [int(i) for i in np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")]
     order = order[:n] if show == "success" else order[::-1][:n] if show == "failure" else order
-    return [(f"{ids[i]} · {score[i]:+.4f}" if np.isfinite(score[i]) else f"{ids[i]} · n/a", i) for i in order]
+    spec = "+.4f" if signed else ".4f"  # (a gain has a sign, a score does not)
+    return [(f"{ids[i]} · {score[i]:{spec}}" if np.isfinite(score[i]) else f"{ids[i]} · n/a", i) for i in order]
 
 
 def browser(models: dict, ds, evals: dict, device="cpu", baseline: str | None = None):
@@ -142,13 +143,13 @@ def browser(models: dict, ds, evals: dict, device="cpu", baseline: str | None = 
     keys = sort_keys(evals, baseline or next(iter(evals)))
     show = w.ToggleButtons(options=SHOW, value="all", description="show")
     sort_by = w.Dropdown(options=list(keys), description="sort by")
-    image = w.Dropdown(options=image_options(ds.ids, keys[sort_by.value]), description="image")
+    image = w.Dropdown(options=image_options(ds.ids, keys[sort_by.value], signed=False), description="image")
     chosen = w.SelectMultiple(options=list(models), value=tuple(models), description="models")
     alpha = w.FloatSlider(value=0.5, min=0, max=1, step=0.05, description="opacity")
     out = w.Output()
 
     def relist(*_):
-        image.options = image_options(ds.ids, keys[sort_by.value], show.value)
+        image.options = image_options(ds.ids, keys[sort_by.value], show.value, signed=sort_by.value.startswith("gain"))
 
     def draw(*_):
         with out:

@@ -69,7 +69,8 @@ def resolve(preset: str | None, run_name: str | None, explicit: dict) -> tuple[C
     run_name = run_name or base.get("run_name", Config.run_name)
     rec = read_record(folder, run_name) if preset is None else None
     if rec:
-        base, source = dict(rec["settings"]), f"recorded by {rec['by']} ({rec['time'][:16].replace('T', ' ')})"
+        base, source = dict(rec["settings"]), f"the run's record (last written by {rec['by']}, " \
+            f"{rec['time'][:16].replace('T', ' ')})"
     source = source or f"preset {DEFAULT_PRESET} (a new run)"
     values = {**base, **explicit, "run_name": run_name}
     values = {k: v for k, v in values.items() if k in names() or k not in base}  # (a record of an older version)

@@ -167,6 +167,11 @@ def _notes(results: dict) -> list[str]:
         lines.append(f"Latency: mean ± std in ms per forward pass; device {lat.get('device', '?')}, "
                      f"{lat.get('threads', '?')} threads, {lat.get('dtype', '?')}, input {size}, "
                      f"path: {lat.get('path', '?')}.")
+    noisy = [row_label(r) for r in results["rows"] if num(r.get("latency_std_ms")) is not None
+             and num(r.get("latency_ms")) and r["latency_std_ms"] > 0.5 * r["latency_ms"]]
+    if noisy:
+        lines.append(f"Latency was noisy (std above half the mean for {', '.join(noisy)}): the machine was busy "
+                     "while it was measured; run 05 again on an idle machine before reading the speed column.")
     if any(num(r.get("gflops")) is not None for r in results["rows"]):
         lines.append("GFLOPs: per forward pass at the latency input size; 10^9 floating-point operations, a "
                      "multiply-add counted as 2 (torch.utils.flop_counter).")

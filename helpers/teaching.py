@@ -185,25 +185,23 @@ def kl_figure(image, gt, kl_before, kl_after):
 
 def temperature_widget(image, teacher_logits, temperatures=(0.5, 8.0)):
     """A slider for T (range `temperatures`) that redraws soft_label_figure (rows T = 1 and the
-    slider's T). Needs ipywidgets; without it, call soft_label_figure directly."""
+    slider's T) as a PNG in an Image widget (not an Output widget: nbclient, which papermill uses,
+    can hang on a cell whose Output widget receives a large figure). Needs ipywidgets."""
+    import io
+
     import ipywidgets as widgets
-    from IPython.display import display
+
+    def png(T: float) -> bytes:
+        buf = io.BytesIO()
+        soft_label_figure(image, teacher_logits, temperatures=(1.0, T)).savefig(buf, format="png", dpi=80)
+        return buf.getvalue()
 
     lo, hi = map(float, temperatures)
     slider = widgets.FloatSlider(value=min(max(4.0, lo), hi), min=lo, max=hi, step=0.1,
                                  description="T", continuous_update=False)
-    out = widgets.Output()
-
-    def draw(change=None):
-        """Draw the figure for the slider's current T (replacing the last one on a change)."""
-        with out:
-            if change is not None:  # (not on the first draw: nbclient/papermill never finish a cell that
-                out.clear_output(wait=True)  # clears an Output widget with wait=True before any output)
-            display(soft_label_figure(image, teacher_logits, temperatures=(1.0, slider.value)))
-
-    slider.observe(draw, names="value")
-    draw()
-    return widgets.VBox([slider, out])
+    picture = widgets.Image(value=png(slider.value), format="png")
+    slider.observe(lambda change: setattr(picture, "value", png(change["new"])), names="value")
+    return widgets.VBox([slider, picture])
 
 
 def feature_path_table(student, adapter, teacher, input_size=(64, 64)) -> list:

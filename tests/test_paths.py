@@ -175,7 +175,7 @@ def test_notebooks_in_notebooks_folder_use_the_root_and_evaluation_never_trains(
     assert {p for p in ckpts.rglob("*.pt")} == {p for p in stamps if ckpts in p.parents}
     first = nbformat.read(tmp_path / "05_compare.ipynb", as_version=4).cells
     setup_out = "".join(o.get("text", "") for c in first if "session.start" in c.source for o in c.outputs)
-    assert f"run '{run_name}' · settings: recorded by 02_baseline" in setup_out
+    assert f"run '{run_name}' · settings: the run's record (last written by 02_baseline" in setup_out
     assert (root / "reports" / run_name / "kd_comparison_results.json").is_file()
     assert listing(NOTEBOOKS) == before  # nothing written under notebooks/
 

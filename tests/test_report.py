@@ -294,3 +294,12 @@ def test_install_script_never_fails_ci(tmp_path):
     res = subprocess.run([sh, str(script)], env={"PATH": str(tmp_path)}, capture_output=True,
                          text=True, timeout=30)
     assert res.returncode == 0 and "notice" in res.stdout.lower(), res
+
+
+def test_noisy_latency_is_said_under_the_table():
+    quiet = make_results()
+    assert "Latency was noisy" not in table.table_markdown(quiet)
+    noisy = make_results()
+    noisy["rows"][0]["latency_ms"], noisy["rows"][0]["latency_std_ms"] = 75.0, 152.6
+    note = next(line for line in table.table_text(noisy).splitlines() if line.startswith("Latency was noisy"))
+    assert noisy["rows"][0]["label"] in note or "Without KD" in note

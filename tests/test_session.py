@@ -32,7 +32,7 @@ def test_set_once_in_02_then_later_notebooks_follow(root, capsys):
     later = session.start({"preset": None, "run_name": None, "overrides": {}, "bootstrap_resamples": None},
                           "05_compare")
     assert later.replace(force=True) == made
-    assert "run 'trial' · settings: recorded by 02_baseline" in capsys.readouterr().out
+    assert "run 'trial' · settings: the run's record (last written by 02_baseline" in capsys.readouterr().out
     # 03's own knob changes one value on top of the record, and 03 records it for 05/06
     tuned = session.start({"preset": None, "run_name": None, "overrides": {}, "alpha": 0.25}, "03_response_kd")
     assert (tuned.alpha, tuned.epochs) == (0.25, 3)

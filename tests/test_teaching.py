@@ -294,10 +294,17 @@ def test_cwd_channel_kl_matches_cwd_loss_and_figure_picks_the_most_varied_channe
 
 def test_temperature_widget_redraws_on_change(monkeypatch):
     pytest.importorskip("ipywidgets")
-    calls = []
-    monkeypatch.setattr(teaching, "soft_label_figure", lambda *a, temperatures: calls.append(temperatures))
+    calls, real = [], teaching.soft_label_figure
+
+    def recorded(*a, temperatures):
+        calls.append(temperatures)
+        return real(*a, temperatures=temperatures)
+
+    monkeypatch.setattr(teaching, "soft_label_figure", recorded)
     box = teaching.temperature_widget(torch.randn(3, 8, 8), torch.randn(NUM_CLASSES, 8, 8), (0.5, 8.0))
-    slider = box.children[0]
+    slider, picture = box.children
     assert (slider.min, slider.max) == (0.5, 8.0) and calls == [(1.0, slider.value)]
+    first = picture.value
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
     slider.value = 2.5
-    assert calls[-1] == (1.0, 2.5) and len(calls) == 2
+    assert calls[-1] == (1.0, 2.5) and len(calls) == 2 and picture.value != first
