@@ -194,7 +194,8 @@ def _header_markdown(run_dir: Path, params: dict, env: dict, title: str, names: 
 
         base = from_preset(preset).to_dict()
         shown = {k: v for k, v in params.items() if base.get(k, object()) != v}
-        what = f"Parameters: preset {preset}, and {len(shown)} that differ from it"
+        what = f"Parameters: preset {preset}, and {len(shown)} setting{'s' if len(shown) != 1 else ''} that " \
+               f"differ{'s' if len(shown) == 1 else ''} from it"
     settings = _details(what, _html_table(shown, "parameter", "value") if shown else
                         "<p>No parameters were recorded, or none differs from the preset.</p>")
     environment = _details("Environment", _html_table(env, "item", "value"))
