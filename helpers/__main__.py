@@ -17,7 +17,9 @@ from the working directory, as usual for a command.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from contextlib import contextmanager
 import traceback
 from pathlib import Path
 
@@ -46,9 +48,45 @@ def cmd_run(a):
     run(a.preset, out_dir=a.out.resolve() if a.out else None, overrides=overrides, force=a.force)
 
 
+@contextmanager
+def _distributed(device: str):
+    """Under torchrun: the process group for the command (gloo on CPU, nccl on CUDA), a failing rank
+    ending the whole job (distributed.fail_together), teardown at the end. Else one process, as before."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield None
+        return
+    from . import distributed
+
+    ctx = distributed.setup(device)
+    with distributed.fail_together(ctx):
+        yield ctx
+        distributed.teardown(ctx)
+
+
+def _device_of(preset, pairs) -> str:
+    """The device a command's run asks for (for the process group's backend), without resolving the run."""
+    values = _params(pairs)
+    if "device" in values:
+        return str(values["device"])
+    try:
+        from .config import load_preset
+
+        return str(load_preset(preset or "demo").get("device", "auto"))
+    except Exception:  # noqa: BLE001 - the command itself reports a bad preset
+        return "auto"
+
+
 def cmd_train(a):
+    with _distributed(_device_of(a.preset, a.param)) as ctx:
+        _train(a, ctx)
+
+
+def _train(a, ctx):
     from . import runs, training
 
+    main = ctx is None or ctx.main
     cfg = _config(a.preset, a.param, epochs=a.epochs, batch_size=a.batch_size, force=True if a.force else None)
     if a.method == "teacher" and a.epochs is not None:
         cfg = cfg.replace(teacher_epochs=a.epochs, epochs=cfg.epochs)
@@ -56,26 +94,44 @@ def cmd_train(a):
         raise UserError("--resume continues a checkpoint and --force (force=True) deletes it: give one of them.")
     from .session import read_record, record
 
-    record(cfg, a.preset or (read_record(cfg.checkpoints_dir, cfg.run_name) or {}).get("preset"), "cli")
-    if cfg.force:  # the same deletion as force=True in notebooks 02-04, for the seed trained here
-        for p in training.forget(cfg, a.method, seeds=[cfg.seed if a.seed is None else a.seed]):
-            print(f"deleted {p}")
     path = runs.checkpoint_path(cfg, a.method, a.seed)
-    if not a.resume and path.is_file():
+    exists = path.is_file()  # (read by every rank before rank 0 may delete it)
+    if main:
+        record(cfg, a.preset or (read_record(cfg.checkpoints_dir, cfg.run_name) or {}).get("preset"), "cli")
+    if cfg.force:  # the same deletion as force=True in notebooks 02-04, for the seed trained here
+        exists = False
+        if main:
+            for p in training.forget(cfg, a.method, seeds=[cfg.seed if a.seed is None else a.seed]):
+                print(f"deleted {p}")
+        if ctx is not None:
+            import torch.distributed as dist
+
+            dist.barrier()
+    if not a.resume and exists:
         raise UserError(f"'{path}' already exists. Pass --resume to continue (or reuse) it, or --force to "
                         "delete it and train from scratch.")
-    model, history = training.fit(cfg, a.method, seed=a.seed, resume=a.resume)
+    progress = not a.no_progress and os.environ.get(training.EPOCH_LINES) != "1"
+    model, history = training.fit(cfg, a.method, seed=a.seed, resume=a.resume, progress=progress,
+                                  stop_after_epoch=a.stop_after_epoch)
     msg = f"saved {path}"
     if history.get("monitor_miou"):
         msg += f" (monitor mIoU on {cfg.monitor_split}: {history['monitor_miou'][-1]:.4f})"
-    print(msg)
+    if main:
+        print(msg, flush=True)
 
 
 def cmd_compare(a):
+    with _distributed(_device_of(a.preset, a.param)) as ctx:
+        _compare(a, ctx)
+
+
+def _compare(a, ctx):
     from . import compare, runs, table
 
     cfg = _config(a.preset, a.param, run_name=a.run)
-    results = compare.compare(cfg)
+    results = compare.compare(cfg, progress=ctx is None or ctx.main)
+    if ctx is not None and not ctx.main:
+        return  # (rank 0 measures latency and writes the table files)
     print(table.table_text(results))
     print(f"written to {runs.reports_dir(cfg)}/kd_comparison_results.{{txt,md,csv,json}}")
 
@@ -116,6 +172,12 @@ def cmd_demo_data(a):
 def cmd_bench(a):
     from . import bench, paths
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: data-parallel training throughput
+        with _distributed(a.device) as ctx:
+            out = a.out.resolve() if a.out else paths.root() / "reports" / "bench_ddp.json"
+            bench.distributed_main(device=a.device, image_size=a.image_size, batch_size=a.batch_size, out=out,
+                                   preset=a.preset)
+        return
     out = a.out.resolve() if a.out else paths.root() / "reports" / "bench.json"
     bench.main(device=a.device, image_size=a.image_size, batch_size=a.batch_size, out=out, preset=a.preset,
               epoch_images=a.epoch_images)
@@ -157,6 +219,8 @@ def _train_command(sub, params) -> None:
                    "the teacher trained for these settings) and train it again; the same as -p force true")
     t.add_argument("--preset", help="smoke, demo, voc or a YAML file (default: the run's recorded settings, "
                    "else demo)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--stop-after-epoch", type=int, help=argparse.SUPPRESS)  # (tests: an interrupted run)
     params(t)
     t.set_defaults(func=cmd_train)
 

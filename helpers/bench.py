@@ -53,7 +53,7 @@ from . import data as datasets
 from .config import Config, from_preset
 from .errors import UserError
 from .models import CompactSegNet, build_model
-from .throughput import STEP_KINDS, cached_epochs, data_wait, training_throughput
+from .throughput import STEP_KINDS, cached_epochs, data_wait, synthetic_batches, training_throughput
 
 
 # --- configuration and models ---------------------------------------------------------------------
@@ -265,3 +265,77 @@ def format_table(r: dict) -> str:
                      f"{'ref' if agr is None else f'{agr:.4f}':>11}")
     lines += [f"note: {n}" for n in r["notes"]]
     return "\n".join(lines)
+
+
+def distributed_main(device: str = "cpu", image_size: int = 64, batch_size: int = 16, out="reports/bench_ddp.json",
+                     preset: str | None = "demo", overrides: dict | None = None, *, steps: int = 6, warmup: int = 2,
+                     verbose: bool = True) -> dict | None:
+    """`torchrun --nproc-per-node N -m helpers bench`: data-parallel training throughput of the baseline
+    student on synthetic batches. `batch_size` is the global batch (each rank trains batch_size / N
+    images per step through DDP, as `training.fit` under torchrun). Rank 0 first times the same
+    per-process step alone without DDP (the others wait), then all ranks time DDP steps; reported:
+    per-process and total images/s, and the scaling efficiency total / (N x the lone process's
+    images/s at the same per-process batch: weak scaling, 1.0 = no cost of the gradient averaging).
+    Rank 0 writes `out` and prints; the others return None."""
+    import torch.distributed as dist
+
+    from . import distributed
+    from .training import make_optimizer, train_one_epoch
+
+    cfg = make_config(preset, overrides, device)
+    ctx = distributed.setup(cfg.device)
+    local = distributed.per_process_batch(batch_size, ctx.world_size)
+    batches, _ = synthetic_batches(warmup + steps, local, image_size, seed=ctx.rank)
+
+    def run(net, data, together: bool) -> float:
+        opt = make_optimizer(net.parameters(), cfg, cfg.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        train_one_epoch(net, None, None, data[:warmup], opt, sched, runtime.make_scaler(ctx.device, cfg),
+                        "baseline", cfg, ctx.device, 0, progress=False)
+        runtime.sync(ctx.device)
+        if together:
+            dist.barrier()
+        t0 = time.perf_counter()
+        train_one_epoch(net, None, None, data[warmup:], opt, sched, runtime.make_scaler(ctx.device, cfg),
+                        "baseline", cfg, ctx.device, 0, progress=False)
+        runtime.sync(ctx.device)
+        return local * steps / (time.perf_counter() - t0)
+
+    torch.manual_seed(cfg.seed)
+    single = None
+    if ctx.main:
+        single = run(build_model(cfg.student_arch, voc.NUM_CLASSES).to(ctx.device), [
+            (x, m) for x, m in batches], False) if ctx.active else None
+    if ctx.active:
+        dist.barrier()  # (the other ranks wait while rank 0 measures alone)
+    torch.manual_seed(cfg.seed)
+    net = distributed.wrap(build_model(cfg.student_arch, voc.NUM_CLASSES).to(ctx.device), ctx, sync_bn=cfg.sync_bn)
+    mine = run(net, batches, ctx.active)
+    per_process = [mine]
+    if ctx.active:
+        t = torch.tensor([mine], dtype=torch.float64, device=ctx.device)
+        gathered = [torch.zeros_like(t) for _ in range(ctx.world_size)]
+        dist.all_gather(gathered, t)
+        per_process = [float(g.item()) for g in gathered]
+    if not ctx.main:
+        return None
+    total = sum(per_process)
+    result = {"device": str(ctx.device), "backend": ctx.backend, "world_size": ctx.world_size,
+              "global_batch": batch_size, "per_process_batch": local, "image_size": image_size,
+              "student": cfg.student_arch, "steps": steps, "threads_per_process": torch.get_num_threads(),
+              "per_process_images_per_s": per_process, "total_images_per_s": total,
+              "single_process_images_per_s": single,
+              "scaling_efficiency": total / (ctx.world_size * single) if single else None}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    if verbose:
+        eff = result["scaling_efficiency"]
+        print(f"data-parallel training ({ctx.world_size} processes, {ctx.backend}, {ctx.device.type}), "
+              f"{cfg.student_arch}, global batch {batch_size} ({local} per process) x {image_size}x{image_size}")
+        for r, v in enumerate(per_process):
+            print(f"rank {r}: {v:.1f} images/s")
+        print(f"total: {total:.1f} images/s; one process alone (batch {local}): "
+              f"{single:.1f} images/s; scaling efficiency {eff:.2f}" if single else f"total: {total:.1f} images/s")
+        print(f"written to {out}")
+    return result

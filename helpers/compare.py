@@ -42,7 +42,9 @@ def load_all(cfg: Config, progress=True):
                 missing.append((method, s, path, f"unfinished, epoch {state.get('epoch')} of {state.get('epochs')}"))
     if missing:
         raise runs.NotTrained(cfg, missing)
-    data.prepare_data(cfg, progress)
+    if _main_process():
+        data.prepare_data(cfg, progress)
+    _barrier()
     ds = data.dataset(cfg, cfg.eval_split)
     evals = {}
     teacher = models["teacher"]
@@ -136,9 +138,24 @@ def _boundary(evals, method, keys, seeds, cfg) -> dict:
     return out
 
 
+def _main_process() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def compare(cfg: Config, progress=True, write=True) -> dict:
     """Evaluate, measure and write the table files; returns the results dict (see table.write_table_files)."""
     models, evals, ds = load_all(cfg, progress)
+    if not _main_process():
+        return {}  # under torchrun: the other ranks took part in the sharded evaluation only
     seeds = seeds_of(cfg)
     size = (1, 3, cfg.latency_size, cfg.latency_size)
     device = runtime.resolve_device(cfg.device)

@@ -50,12 +50,14 @@ def data_seed(seed: int, epoch: int) -> int:
 
 
 def loader(ds, cfg: Config, train: bool, epoch: int = 0, batch_size: int | None = None,
-           seed: int | None = None) -> DataLoader:
+           seed: int | None = None, sampler=None) -> DataLoader:
     """Batches of `ds`; for training, shuffled in the order of (`seed`, `epoch`) (`seed`: the run's
     seed, default cfg.seed), so a resumed run sees the same order and each seed its own."""
     seed = cfg.seed if seed is None else seed
     g = torch.Generator().manual_seed(data_seed(seed, epoch))  # order, and worker seeds (drawn from g)
-    return DataLoader(ds, batch_size=batch_size or cfg.batch_size, shuffle=train, drop_last=train,
+    # `sampler` (distributed.train_sampler under torchrun): this rank's share of the epoch's order
+    return DataLoader(ds, batch_size=batch_size or cfg.batch_size, shuffle=train and sampler is None,
+                      sampler=sampler, drop_last=train,
                       num_workers=cfg.num_workers, collate_fn=collate_pad, generator=g,
                       worker_init_fn=_seed_worker, pin_memory=torch.cuda.is_available(),
                       persistent_workers=False)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
-from . import voc
+from . import distributed, voc
 from .boundary import boundary_counts, boundary_miou
 from .metrics import confusion_matrix, summarize
 from .runtime import keep_freed_memory
@@ -44,19 +44,40 @@ def evaluate(model, ds, device="cpu", batch_size: int = 16, progress: bool = Fal
             cms[i] = confusion_matrix(p, m, voc.NUM_CLASSES)
             bounds[i] = boundary_counts(p, m, voc.NUM_CLASSES)
 
-    dl = DataLoader(ds, batch_size=None, shuffle=False)  # one sample at a time, in order
-    for i, (image, mask) in enumerate(tqdm(dl, desc=desc, disable=not progress, leave=False)):
+    # under torchrun each rank evaluates its shard (every world_size-th image, no padding) and the
+    # per-image counts are gathered exactly: the same arrays as one process's, on every rank
+    ctx = _context(device)
+    mine = list(distributed.shard(len(ds), ctx))
+    dl = DataLoader(Subset(ds, mine) if ctx.active else ds, batch_size=None, shuffle=False)  # one at a time, in order
+    for j, (image, mask) in enumerate(tqdm(dl, desc=desc, disable=not progress or not ctx.main, leave=False)):
+        i = mine[j]
         group = pending.setdefault(tuple(image.shape), [])
         group.append((i, image, mask))
         if len(group) == batch_size:
             run(pending.pop(tuple(image.shape)))
     for group in pending.values():
         run(group)
-    per_image = torch.stack(cms).numpy()
-    out = _with_boundary(summarize(per_image, ds.ids), np.stack(bounds))
+    if ctx.active:
+        c = voc.NUM_CLASSES
+        local_cm = torch.stack([cms[i] for i in mine]) if mine else torch.zeros((0, c, c), dtype=torch.int64)
+        local_b = np.stack([np.asarray(bounds[i]) for i in mine]) if mine else np.zeros((0, c, 2), np.int64)
+        per_image = distributed.gather_per_image(local_cm, mine, len(ds), ctx)
+        per_boundary = distributed.gather_per_image(local_b, mine, len(ds), ctx)
+    else:
+        per_image, per_boundary = torch.stack(cms).numpy(), np.stack(bounds)
+    out = _with_boundary(summarize(per_image, ds.ids), per_boundary)
     out["per_image_cm"] = per_image
     out["ids"] = list(ds.ids)
     return out
+
+
+def _context(device) -> distributed.Context:
+    """The torchrun job's Context (evaluation sharded over its ranks), else one process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return distributed.setup(device.type)
+    return distributed.Context()
 
 
 def _with_boundary(out: dict, per_image_boundary: np.ndarray) -> dict:
@@ -74,6 +95,8 @@ def evaluate_cached(model, ds, cache: Path, source: Path | None, device, progres
             out["per_image_cm"] = z["per_image_cm"]
             return out
     out = evaluate(model, ds, device, progress=progress, desc=desc)
+    if not _context(torch.device(device)).main:
+        return out  # (under torchrun rank 0 writes the cache)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(cache, per_image_cm=out["per_image_cm"], per_image_boundary=out["per_image_boundary"],
                         ids=np.array(out["ids"]))

@@ -3,15 +3,20 @@ epoch, resumable, refusing to mix settings; `forget` is what force=True does."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 import torch
 
-from . import checkpoint, voc
+from . import checkpoint, distributed, voc
 from .config import Config, portable_value
-from .data import dataset, epoch_loader, prepare_data
+from .data import data_seed, dataset, epoch_loader, loader, prepare_data
 from .distill import FeatureAdapter, distill_loss
 from .errors import UserError
 from .evaluation import evaluate
@@ -27,7 +32,9 @@ def get_teacher(cfg: Config, device, progress: bool = True) -> torch.nn.Module:
     and no finished one exists for these settings (cached in checkpoints/teachers/)."""
     if trains_here(cfg):
         path = checkpoint_path(cfg, "teacher")
-        state = checkpoint.load(path) if path.is_file() else None
+        ctx = _context(cfg)
+        state = checkpoint.load(path) if ((ctx.main or not ctx.active) and path.is_file()) else None
+        state = distributed.broadcast_object({"complete": bool(state and state.get("complete"))} if state else None, ctx)
         if not (state and state.get("complete")):
             fit(cfg, "teacher", progress=progress)
     return load_teacher(cfg, device)
@@ -149,7 +156,7 @@ def trained_adapter(cfg: Config, student, teacher, seed: int | None = None) -> F
     return adapter.eval()
 
 
-def _build(cfg: Config, method: str, seed: int, device, progress: bool):
+def _build(cfg: Config, method: str, seed: int, device, progress: bool, ctx=None):
     """(model, adapter, teacher, training set) of `method`: every student of one seed starts from
     the same weights; a cached-logit response run gets its teacher maps with the batch instead."""
     is_teacher = method == "teacher"
@@ -160,6 +167,10 @@ def _build(cfg: Config, method: str, seed: int, device, progress: bool):
         model = model.to(memory_format=torch.channels_last)
     train_ds = dataset(cfg, cfg.teacher_split if is_teacher else cfg.train_split, train=True)
     if method == "response" and cfg.teacher_cache:
+        if ctx is not None and ctx.active:  # rank 0 writes the cache (not sharded), the others wait and read
+            if ctx.main:
+                teacher_cache(cfg, teacher, device, progress)
+            _barrier(ctx)
         train_ds = WithTeacherLogits(train_ds, teacher_cache(cfg, teacher, device, progress))
         teacher = None  # not run during training: its logits come with the batch
     return model, adapter, teacher, train_ds
@@ -207,6 +218,9 @@ def fit(cfg: Config, method: str, seed: int | None = None, resume: bool = True, 
     if method not in METHODS:
         raise UserError(f"Unknown method '{method}'; choose one of {METHODS}.")
     seed = cfg.seed if seed is None else seed
+    ctx = _context(cfg)
+    if ctx.active:
+        return _fit_distributed(cfg, method, seed, resume, progress, stop_after_epoch, ctx)
     device = resolve_device(cfg.device)
     keep_freed_memory()
     prepare_data(cfg, progress)
@@ -240,9 +254,107 @@ def fit(cfg: Config, method: str, seed: int | None = None, resume: bool = True, 
         _record(history, parts, opt, time.perf_counter() - t0, epoch, epochs, cfg, model, monitor_ds, device)
         bar.set_postfix(loss=f"{parts['loss']:.3f}", monitor_miou=f"{(history['monitor_miou'] or [0])[-1]:.3f}")
         _save(path, model, adapter, opt, sched, scaler, epoch + 1, epochs, method, seed, cfg, history)
+        _epoch_line(method, seed, epoch, epochs, history)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < epochs:
             break
     return model.eval(), history
+
+
+EPOCH_LINES = "HELPERS_EPOCH_LINES"  # set (to 1) by fit_seeds for its torchrun child: one line per epoch
+
+
+def _epoch_line(method, seed, epoch, epochs, history) -> None:
+    if os.environ.get(EPOCH_LINES) == "1":
+        miou = f" monitor_miou={history['monitor_miou'][-1]:.4f}" if history["monitor_epoch"][-1:] == [epoch + 1] else ""
+        print(f"{method} seed {seed} epoch {epoch + 1}/{epochs} loss={history['loss'][-1]:.4f}"
+              f" time={history['time_s'][-1]:.1f}s{miou}", flush=True)
+
+
+def _context(cfg: Config) -> distributed.Context:
+    """This process's distributed.Context when a process group is active (torchrun), else the
+    single-process Context (nothing initialised, `fit` runs exactly as before)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return distributed.setup(cfg.device)
+    return distributed.Context()
+
+
+def _barrier(ctx: distributed.Context) -> None:
+    import torch.distributed as dist
+
+    if ctx.active:
+        dist.barrier(device_ids=[ctx.local_rank] if ctx.backend == "nccl" else None)
+
+
+def _fit_distributed(cfg, method, seed, resume, progress, stop_after_epoch, ctx):
+    """`fit` in one of N torchrun processes (see docs/many_gpus.md): batch_size is the global batch
+    (each rank takes its `distributed.GlobalOrderSampler` slice of the single process's batch, lr
+    unchanged), the student (and feature adapter) wrapped in DDP, the teacher one frozen replica per
+    rank, rank 0 alone writes checkpoints and shows progress; monitor evaluation is sharded."""
+    device = ctx.device
+    progress = progress and ctx.main
+    keep_freed_memory()
+    local_batch = distributed.per_process_batch(cfg.batch_size, ctx.world_size)
+    if ctx.main:
+        prepare_data(cfg, progress)  # (generates the demo set once)
+    _barrier(ctx)
+    if not ctx.main:
+        prepare_data(cfg, False)
+    path = checkpoint_path(cfg, method, seed)
+    epochs = cfg.teacher_epochs if method == "teacher" else cfg.epochs
+    if method == "teacher" and epochs < 1:
+        raise UserError("teacher_epochs must be at least 1 to train or fine-tune a teacher.")
+    # every rank decides from the same file: rank 0's reading, broadcast
+    state = distributed.broadcast_object(checkpoint.load(path) if (ctx.main and path.is_file() and resume) else None, ctx)
+    if state is not None and method != "teacher":
+        _check_settings(cfg, method, state, path)
+    if state is not None and state.get("complete"):
+        return load_model(path, device)[0], state["history"]
+    model, adapter, teacher, train_ds = _build(cfg, method, seed, device, progress, ctx)
+    params = list(model.parameters()) + (list(adapter.parameters()) if adapter else [])
+    opt, sched, scaler = _optimization(cfg, method, params, len(train_ds), epochs, device)
+    history, start = {"epoch": [], "loss": [], "ce": [], "lr": [], "time_s": [], "monitor_epoch": [],
+                      "monitor_miou": []}, 0
+    if state is not None:
+        history, start = _restore(state, path, model, adapter, opt, sched, scaler)
+    ddp_model = distributed.wrap(model, ctx, sync_bn=cfg.sync_bn)
+    ddp_adapter = distributed.wrap(adapter, ctx, sync_bn=cfg.sync_bn) if adapter is not None else None
+    model = distributed.unwrap(ddp_model)  # (SyncBatchNorm-converted on CUDA: the module DDP trains)
+    monitor_ds = dataset(cfg, cfg.monitor_split) if cfg.monitor_split else None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(start, epochs), desc=method, disable=not progress, initial=start, total=epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        seed_all(data_seed(seed, epoch) + ctx.rank)  # augmentation draws: per rank
+        dl = loader(train_ds, cfg, True, epoch, batch_size=local_batch, seed=seed,
+                    sampler=distributed.train_sampler(train_ds, ctx, seed, epoch))
+        try:
+            parts = train_one_epoch(ddp_model, teacher, ddp_adapter, dl, opt, sched, scaler, method, cfg, device,
+                                    epoch, progress)
+        except torch.cuda.OutOfMemoryError:
+            raise _out_of_memory(method, cfg) from None
+        parts = _mean_over_ranks(parts, ctx)
+        _record(history, parts, opt, time.perf_counter() - t0, epoch, epochs, cfg, model, monitor_ds, device)
+        bar.set_postfix(loss=f"{parts['loss']:.3f}", monitor_miou=f"{(history['monitor_miou'] or [0])[-1]:.3f}")
+        if ctx.main:
+            _save(path, model, adapter, opt, sched, scaler, epoch + 1, epochs, method, seed, cfg, history)
+            _epoch_line(method, seed, epoch, epochs, history)
+        _barrier(ctx)  # the checkpoint is on disk before any rank goes on (or reads it)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < epochs:
+            break
+    return model.eval(), history
+
+
+def _mean_over_ranks(parts: dict, ctx) -> dict:
+    """The epoch's loss parts averaged over the ranks (the same numbers on every rank)."""
+    import torch.distributed as dist
+
+    keys = sorted(parts)
+    t = torch.tensor([float(parts[k]) for k in keys], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t)
+    return {k: float(v) / ctx.world_size for k, v in zip(keys, t.tolist())}
 
 
 def _record(history, parts, optimizer, seconds, epoch, epochs, cfg, model, monitor_ds, device) -> None:
@@ -284,6 +396,7 @@ def _check_settings(cfg: Config, method: str, state: dict, path) -> None:
 def _save(path, model, adapter, optimizer, scheduler, scaler, epoch, epochs, method, seed, cfg, history):
     arch = cfg.teacher_arch if method == "teacher" else cfg.student_arch
     complete = epoch >= epochs
+    model, adapter = distributed.unwrap(model), distributed.unwrap(adapter) if adapter is not None else None
     model_state = {k: v.contiguous() for k, v in model.state_dict().items()}
     bad = [k for k, v in model_state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
@@ -309,7 +422,10 @@ def fit_seeds(cfg: Config, method: str, progress: bool = True) -> tuple[dict, di
             print(f"force=True: deleted {portable_value('checkpoints_dir', str(p))}")
     students, curves = {}, {}
     for s in seeds_of(cfg):
-        students[s], curves[f"{method} (seed {s})"] = fit(cfg, method, seed=s, progress=progress)
+        if cfg.nproc > 1 and not _context(cfg).active:  # a notebook: one torchrun job per seed
+            students[s], curves[f"{method} (seed {s})"] = fit_torchrun(cfg, method, s)
+        else:
+            students[s], curves[f"{method} (seed {s})"] = fit(cfg, method, seed=s, progress=progress)
     if method not in ("baseline", "teacher"):
         path = checkpoint_path(cfg, "baseline")
         if path.is_file():
@@ -317,3 +433,51 @@ def fit_seeds(cfg: Config, method: str, progress: bool = True) -> tuple[dict, di
         else:
             print(f"No baseline for run '{cfg.run_name}' yet: run 02_baseline to compare against it.")
     return students, curves
+
+
+def fit_torchrun(cfg: Config, method: str, seed: int, timeout_s: float | None = None) -> tuple[torch.nn.Module, dict]:
+    """`fit(cfg, method, seed)` in cfg.nproc processes: runs
+    `python -m torch.distributed.run --standalone --nproc-per-node N -m helpers train --method M --seed S
+    --resume --preset <the run's settings as YAML>` in the project root, prints its lines as they come
+    (one per epoch; no progress bars), raises UserError with its last lines if it fails, then loads
+    the checkpoint it wrote. A finished checkpoint is reused and an unfinished one continued, as `fit`."""
+    import yaml
+
+    from . import paths
+
+    path = checkpoint_path(cfg, method, seed)
+    settings = {**cfg.to_dict(), "force": False}
+    with tempfile.TemporaryDirectory(prefix="helpers-torchrun-") as tmp:
+        preset = Path(tmp) / "settings.yaml"
+        preset.write_text(yaml.safe_dump(settings, sort_keys=False))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(cfg.nproc),
+               "-m", "helpers", "train", "--method", method, "--seed", str(seed), "--resume", "--no-progress",
+               "--preset", str(preset)]
+        env = {**os.environ, EPOCH_LINES: "1", "PYTHONUNBUFFERED": "1"}
+        print(f"{method} seed {seed}: training in {cfg.nproc} processes (torchrun)", flush=True)
+        last = deque(maxlen=30)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=str(paths.root()), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+        try:
+            for line in proc.stdout:
+                last.append(line.rstrip("\n"))
+                if line.startswith(f"{method} seed {seed} epoch ") or line.startswith("saved "):
+                    print(line, end="", flush=True)
+                if timeout_s is not None and time.perf_counter() - t0 > timeout_s:
+                    proc.kill()
+                    break
+            rc = proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait()
+            raise
+    if rc != 0:
+        tail = "\n".join(last)
+        raise UserError(f"Training '{method}' (seed {seed}) with nproc={cfg.nproc} failed (torchrun exit status "
+                        f"{rc}); its last lines:\n{tail}\nFinished epochs are saved; run again to continue, or "
+                        "set nproc=1.")
+    state = checkpoint.load(path) if path.is_file() else None
+    if not (state and state.get("complete")):
+        raise UserError(f"torchrun ended without a finished checkpoint at '{path}'; its last lines:\n" + "\n".join(last))
+    return load_model(path, resolve_device(cfg.device))[0], state["history"]

@@ -145,3 +145,15 @@ def test_failing_notebook_is_named(tmp_path):
     assert res.returncode == 2
     assert "Notebook 01_data failed in cell" in res.stderr and "does not exist" in res.stderr
     assert (out / "01_data.ipynb").is_file() and not (out / "02_baseline.ipynb").exists()
+
+
+def test_executed_notebooks_print_no_warnings(smoke):
+    """Nothing on stderr that a student would read as a failure (progress bars are widgets in a kernel)."""
+    import nbformat
+
+    for path in sorted(smoke["out"].glob("0*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        noise = [o.get("text", "")[:200] for c in nb.cells for o in c.get("outputs", [])
+                 if o.get("output_type") == "stream" and o.get("name") == "stderr"
+                 and ("warn" in o.get("text", "").lower() or "error" in o.get("text", "").lower())]
+        assert noise == [], (path.name, noise)
