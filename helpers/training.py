@@ -214,32 +214,42 @@ def fit(cfg: Config, method: str, seed: int | None = None, resume: bool = True, 
     Each epoch is checkpointed atomically; with `resume`, an unfinished checkpoint is continued and
     ends with the same weights as an uninterrupted run (CPU, same seed). A finished one is loaded.
     `stop_after_epoch` ends early (used by tests to simulate an interruption).
+
+    Under torchrun (a process group is active; docs/many_gpus.md) the same code runs in each of N
+    processes: batch_size is the global batch (each rank takes its `distributed.GlobalOrderSampler`
+    slice of the single process's batch, lr unchanged), the student (and feature adapter) are wrapped
+    in DDP, the teacher is one frozen replica per rank, rank 0 alone writes checkpoints and shows
+    progress, monitor evaluation is sharded. In one process every distributed step is a no-op.
     """
     if method not in METHODS:
         raise UserError(f"Unknown method '{method}'; choose one of {METHODS}.")
     seed = cfg.seed if seed is None else seed
     ctx = _context(cfg)
-    if ctx.active:
-        return _fit_distributed(cfg, method, seed, resume, progress, stop_after_epoch, ctx)
-    device = resolve_device(cfg.device)
+    device = ctx.device if ctx.active else resolve_device(cfg.device)
+    progress = progress and ctx.main
     keep_freed_memory()
-    prepare_data(cfg, progress)
+    distributed.per_process_batch(cfg.batch_size, ctx.world_size)  # (refuses a batch N does not divide, first)
+    _prepare(cfg, ctx, progress)
     path = checkpoint_path(cfg, method, seed)
     epochs = cfg.teacher_epochs if method == "teacher" else cfg.epochs
     if method == "teacher" and epochs < 1:
         raise UserError("teacher_epochs must be at least 1 to train or fine-tune a teacher.")
-    state = checkpoint.load(path) if (path.is_file() and resume) else None
+    # every rank decides from the same file: rank 0's reading, broadcast
+    state = distributed.broadcast_object(checkpoint.load(path) if (ctx.main and path.is_file() and resume) else None, ctx)
     if state is not None and method != "teacher":  # (a teacher's file name already hashes its settings)
         _check_settings(cfg, method, state, path)
     if state is not None and state.get("complete"):
         return load_model(path, device)[0], state["history"]
-    model, adapter, teacher, train_ds = _build(cfg, method, seed, device, progress)
+    model, adapter, teacher, train_ds = _build(cfg, method, seed, device, progress, ctx)
     params = list(model.parameters()) + (list(adapter.parameters()) if adapter else [])
     opt, sched, scaler = _optimization(cfg, method, params, len(train_ds), epochs, device)
     history, start = {"epoch": [], "loss": [], "ce": [], "lr": [], "time_s": [], "monitor_epoch": [],
                       "monitor_miou": []}, 0
     if state is not None:
         history, start = _restore(state, path, model, adapter, opt, sched, scaler)
+    ddp_model = distributed.wrap(model, ctx, sync_bn=cfg.sync_bn)  # (in one process: the model itself)
+    ddp_adapter = distributed.wrap(adapter, ctx, sync_bn=cfg.sync_bn) if adapter is not None else None
+    model = distributed.unwrap(ddp_model)  # (SyncBatchNorm-converted on CUDA: the module DDP trains)
     monitor_ds = dataset(cfg, cfg.monitor_split) if cfg.monitor_split else None
     from tqdm.auto import tqdm
 
@@ -247,17 +257,39 @@ def fit(cfg: Config, method: str, seed: int | None = None, resume: bool = True, 
     for epoch in bar:
         t0 = time.perf_counter()
         try:
-            parts = train_one_epoch(model, teacher, adapter, epoch_loader(train_ds, cfg, seed, epoch), opt, sched,
-                                    scaler, method, cfg, device, epoch, progress)
+            parts = train_one_epoch(ddp_model, teacher, ddp_adapter, _epoch_batches(train_ds, cfg, seed, epoch, ctx),
+                                    opt, sched, scaler, method, cfg, device, epoch, progress)
         except torch.cuda.OutOfMemoryError:
             raise _out_of_memory(method, cfg) from None
+        parts = _mean_over_ranks(parts, ctx)
         _record(history, parts, opt, time.perf_counter() - t0, epoch, epochs, cfg, model, monitor_ds, device)
         bar.set_postfix(loss=f"{parts['loss']:.3f}", monitor_miou=f"{(history['monitor_miou'] or [0])[-1]:.3f}")
-        _save(path, model, adapter, opt, sched, scaler, epoch + 1, epochs, method, seed, cfg, history)
-        _epoch_line(method, seed, epoch, epochs, history)
+        if ctx.main:
+            _save(path, model, adapter, opt, sched, scaler, epoch + 1, epochs, method, seed, cfg, history)
+            _epoch_line(method, seed, epoch, epochs, history)
+        _barrier(ctx)  # the checkpoint is on disk before any rank goes on (or reads it)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < epochs:
             break
     return model.eval(), history
+
+
+def _prepare(cfg: Config, ctx: distributed.Context, progress: bool) -> None:
+    """The data folder: made (the demo) or checked by rank 0 first, then by the others."""
+    if ctx.main:
+        prepare_data(cfg, progress)
+    _barrier(ctx)
+    if not ctx.main:
+        prepare_data(cfg, False)
+
+
+def _epoch_batches(train_ds, cfg: Config, seed: int, epoch: int, ctx: distributed.Context):
+    """The training batches of one epoch: in one process `data.epoch_loader`; under torchrun this
+    rank's slice of every global batch, its augmentation drawn from the epoch's seed + its rank."""
+    if not ctx.active:
+        return epoch_loader(train_ds, cfg, seed, epoch)
+    seed_all(data_seed(seed, epoch) + ctx.rank)
+    return loader(train_ds, cfg, True, epoch, batch_size=distributed.per_process_batch(cfg.batch_size, ctx.world_size),
+                  seed=seed, sampler=distributed.train_sampler(train_ds, ctx, seed, epoch))
 
 
 EPOCH_LINES = "HELPERS_EPOCH_LINES"  # set (to 1) by fit_seeds for its torchrun child: one line per epoch
@@ -287,68 +319,11 @@ def _barrier(ctx: distributed.Context) -> None:
         dist.barrier(device_ids=[ctx.local_rank] if ctx.backend == "nccl" else None)
 
 
-def _fit_distributed(cfg, method, seed, resume, progress, stop_after_epoch, ctx):
-    """`fit` in one of N torchrun processes (see docs/many_gpus.md): batch_size is the global batch
-    (each rank takes its `distributed.GlobalOrderSampler` slice of the single process's batch, lr
-    unchanged), the student (and feature adapter) wrapped in DDP, the teacher one frozen replica per
-    rank, rank 0 alone writes checkpoints and shows progress; monitor evaluation is sharded."""
-    device = ctx.device
-    progress = progress and ctx.main
-    keep_freed_memory()
-    local_batch = distributed.per_process_batch(cfg.batch_size, ctx.world_size)
-    if ctx.main:
-        prepare_data(cfg, progress)  # (generates the demo set once)
-    _barrier(ctx)
-    if not ctx.main:
-        prepare_data(cfg, False)
-    path = checkpoint_path(cfg, method, seed)
-    epochs = cfg.teacher_epochs if method == "teacher" else cfg.epochs
-    if method == "teacher" and epochs < 1:
-        raise UserError("teacher_epochs must be at least 1 to train or fine-tune a teacher.")
-    # every rank decides from the same file: rank 0's reading, broadcast
-    state = distributed.broadcast_object(checkpoint.load(path) if (ctx.main and path.is_file() and resume) else None, ctx)
-    if state is not None and method != "teacher":
-        _check_settings(cfg, method, state, path)
-    if state is not None and state.get("complete"):
-        return load_model(path, device)[0], state["history"]
-    model, adapter, teacher, train_ds = _build(cfg, method, seed, device, progress, ctx)
-    params = list(model.parameters()) + (list(adapter.parameters()) if adapter else [])
-    opt, sched, scaler = _optimization(cfg, method, params, len(train_ds), epochs, device)
-    history, start = {"epoch": [], "loss": [], "ce": [], "lr": [], "time_s": [], "monitor_epoch": [],
-                      "monitor_miou": []}, 0
-    if state is not None:
-        history, start = _restore(state, path, model, adapter, opt, sched, scaler)
-    ddp_model = distributed.wrap(model, ctx, sync_bn=cfg.sync_bn)
-    ddp_adapter = distributed.wrap(adapter, ctx, sync_bn=cfg.sync_bn) if adapter is not None else None
-    model = distributed.unwrap(ddp_model)  # (SyncBatchNorm-converted on CUDA: the module DDP trains)
-    monitor_ds = dataset(cfg, cfg.monitor_split) if cfg.monitor_split else None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(range(start, epochs), desc=method, disable=not progress, initial=start, total=epochs)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        seed_all(data_seed(seed, epoch) + ctx.rank)  # augmentation draws: per rank
-        dl = loader(train_ds, cfg, True, epoch, batch_size=local_batch, seed=seed,
-                    sampler=distributed.train_sampler(train_ds, ctx, seed, epoch))
-        try:
-            parts = train_one_epoch(ddp_model, teacher, ddp_adapter, dl, opt, sched, scaler, method, cfg, device,
-                                    epoch, progress)
-        except torch.cuda.OutOfMemoryError:
-            raise _out_of_memory(method, cfg) from None
-        parts = _mean_over_ranks(parts, ctx)
-        _record(history, parts, opt, time.perf_counter() - t0, epoch, epochs, cfg, model, monitor_ds, device)
-        bar.set_postfix(loss=f"{parts['loss']:.3f}", monitor_miou=f"{(history['monitor_miou'] or [0])[-1]:.3f}")
-        if ctx.main:
-            _save(path, model, adapter, opt, sched, scaler, epoch + 1, epochs, method, seed, cfg, history)
-            _epoch_line(method, seed, epoch, epochs, history)
-        _barrier(ctx)  # the checkpoint is on disk before any rank goes on (or reads it)
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < epochs:
-            break
-    return model.eval(), history
-
-
 def _mean_over_ranks(parts: dict, ctx) -> dict:
-    """The epoch's loss parts averaged over the ranks (the same numbers on every rank)."""
+    """The epoch's loss parts averaged over the ranks (the same numbers on every rank); as they are
+    in one process."""
+    if not ctx.active:
+        return parts
     import torch.distributed as dist
 
     keys = sorted(parts)
