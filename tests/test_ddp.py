@@ -128,17 +128,17 @@ def test_failing_rank_ends_the_job(tiny_cfg, tmp_path):
 def test_fit_seeds_with_nproc_2_runs_torchrun(tiny_cfg, capsys):
     """A notebook's `fit_seeds` with nproc=2: one torchrun job per seed, one printed line per epoch,
     the finished checkpoint loaded; a failing job raises UserError with its last lines."""
-    from helpers import checkpoint, runs, training
+    from helpers import checkpoint, launch, runs
     from helpers.errors import UserError
 
     cfg = tiny_cfg.replace(nproc=2, monitor_split="")
-    students, curves = training.fit_seeds(cfg, "baseline", progress=False)
+    students, curves = launch.fit_seeds(cfg, "baseline", progress=False)
     out = capsys.readouterr().out
     assert "baseline seed 0 epoch 1/2" in out and "baseline seed 0 epoch 2/2" in out, out
     assert set(students) == {0} and curves["baseline (seed 0)"]["epoch"] == [1, 2]
     assert checkpoint.load(runs.checkpoint_path(cfg, "baseline"))["complete"]
     with pytest.raises(UserError, match="nproc=2 failed"):
-        training.fit_seeds(cfg.replace(batch_size=3, run_name="odd"), "baseline", progress=False)
+        launch.fit_seeds(cfg.replace(batch_size=3, run_name="odd"), "baseline", progress=False)
 
 
 def test_bench_under_torchrun(tiny_cfg, tmp_path):
