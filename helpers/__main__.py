@@ -198,6 +198,18 @@ def cmd_docs(a):
     print(f"regenerated {', '.join(done)} in {path.parent}")
 
 
+def cmd_runs(a):
+    from . import session
+
+    print(session.overview(a.checkpoints_dir))
+
+
+def _runs_command(sub, params) -> None:
+    r = sub.add_parser("runs", help="list every run: its settings, what is finished, where its report is")
+    r.add_argument("--checkpoints-dir", default="checkpoints", help="the checkpoints folder (default checkpoints)")
+    r.set_defaults(func=cmd_runs)
+
+
 def _run_command(sub, params) -> None:
     r = sub.add_parser("run", help="execute notebooks 01-06 with papermill and build the report")
     r.add_argument("--preset", default="demo", help="smoke, demo, voc or a YAML file (default demo)")
@@ -295,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                         help="override a parameter (repeatable), e.g. -p epochs 5")
     for add in (_run_command, _train_command, _compare_command, _sweep_command, _qualitative_command,
-                _demo_data_command, _bench_command, _docs_command):
+                _demo_data_command, _bench_command, _docs_command, _runs_command):
         add(sub, params)
     return p
 

@@ -54,8 +54,10 @@ def _gap_sentence(students: list[dict], base: dict, teacher: dict) -> str | None
         return None
     gap = t - b
     if gap <= 0:
-        return (f"The teacher ({t:.4f}) is not above the baseline student ({b:.4f}), so there is no "
-                f"teacher–student gap to close.")
+        return (f"The teacher ({t:.4f}) is weaker than the baseline student it should teach ({b:.4f}): there is "
+                f"no teacher–student gap to close, and KD can pass on only what the teacher knows, so a KD result "
+                f"here says little about KD. A stronger teacher (more teacher_epochs, or pretrained weights) comes "
+                f"first.")
     parts, below = [], False
     for r in students:
         if r["method"] == "baseline" or num(r.get("miou")) is None:
@@ -147,7 +149,10 @@ def analysis_text(results: dict) -> str:
         out += [_diff_sentence(r, base, level) for r in students if r is not base]
         if not any(significant(r.get("diff_vs_baseline") or {}) and r["diff_vs_baseline"]["diff"] > 0
                    for r in students if r is not base):
-            out.append("In short: in this run KD did not help measurably.")
+            weak = teacher is not None and num(teacher.get("miou")) is not None and num(base.get("miou")) is not None \
+                and teacher["miou"] <= base["miou"]
+            out.append("In short: in this run KD did not help measurably" +
+                       (f", with a teacher ({teacher['miou']:.4f}) weaker than the student it teaches." if weak else "."))
     boundary = _boundary_sentence(students, base) if base else None
     if boundary:
         out.append(boundary)

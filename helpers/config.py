@@ -174,14 +174,17 @@ class Config:
 
     def teacher_key(self) -> str:
         """Hash of everything that determines the teacher, so a finished one is reused."""
-        keys = ["dataset", "demo_seed", "demo_size", "demo_scale", "teacher_arch", "teacher_weights",
-                "teacher_epochs", "teacher_lr", "teacher_split", "crop_size", "base_size", "scale_min",
-                "scale_max", "batch_size", "optimizer", "weight_decay", "warmup_iters", "seed"]
         d = self.to_dict()  # (paths in their root-relative form: the key doesn't depend on the checkout)
-        blob = json.dumps({k: d[k] for k in keys}, sort_keys=True)
+        blob = json.dumps({k: d[k] for k in TEACHER_KEYS}, sort_keys=True)
         if self.dataset == "voc":
             blob += d["data_root"]
         return f"{self.teacher_arch}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
+
+
+# Everything that determines the teacher trained here (its checkpoint's name hashes these; data_root too for VOC).
+TEACHER_KEYS = ("dataset", "demo_seed", "demo_size", "demo_scale", "teacher_arch", "teacher_weights",
+                "teacher_epochs", "teacher_lr", "teacher_split", "crop_size", "base_size", "scale_min",
+                "scale_max", "batch_size", "optimizer", "weight_decay", "warmup_iters", "seed")
 
 
 def _check_field(cfg: Config, f) -> str | None:

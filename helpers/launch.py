@@ -15,6 +15,8 @@ import torch
 from . import checkpoint
 from .config import Config, portable_value
 from .errors import UserError
+from .paths import portable
+from .progress import span
 from .runs import checkpoint_path, load_model, seeds_of
 from .runtime import resolve_device
 from .training import EPOCH_LINES, _context, fit, forget
@@ -28,6 +30,7 @@ def fit_seeds(cfg: Config, method: str, progress: bool = True) -> tuple[dict, di
         for p in forget(cfg, method):
             print(f"force=True: deleted {portable_value('checkpoints_dir', str(p))}")
     students, curves = {}, {}
+    _say_reused(cfg, method)
     for s in seeds_of(cfg):
         if cfg.nproc > 1 and not _context(cfg).active:  # a notebook: one torchrun job per seed
             students[s], curves[f"{method} (seed {s})"] = fit_torchrun(cfg, method, s)
@@ -40,6 +43,19 @@ def fit_seeds(cfg: Config, method: str, progress: bool = True) -> tuple[dict, di
         else:
             print(f"No baseline for run '{cfg.run_name}' yet: run 02_baseline to compare against it.")
     return students, curves
+
+
+def _say_reused(cfg: Config, method: str) -> None:
+    """One line for the seeds whose finished checkpoint `fit` will load instead of training."""
+    done = [s for s in seeds_of(cfg) if (st := _state(checkpoint_path(cfg, method, s))) and st.get("complete")]
+    if done:
+        where = portable(checkpoint_path(cfg, method, done[0]).parent)
+        print(f"{method} seed{'s' if len(done) > 1 else ''} {span(done)}: finished, reused ({where}); "
+              "force=True retrains", flush=True)
+
+
+def _state(path: Path) -> dict | None:
+    return checkpoint.load(path) if path.is_file() else None
 
 
 def fit_torchrun(cfg: Config, method: str, seed: int, timeout_s: float | None = None) -> tuple[torch.nn.Module, dict]:

@@ -55,13 +55,27 @@ def _series(hist: dict, key: str) -> list:
     return [] if values is None else [np.nan if v is None else float(v) for v in values]
 
 
-def training_curves(histories: dict[str, dict], parts=tuple(LOSS_STYLES), log_loss: bool = False) -> Figure:
+def _epoch_axis(histories: dict[str, dict], epochs: int | None = None) -> tuple[int, int]:
+    """(first, last) epoch of the x axes: from 1 (0 if some history holds an epoch 0) to `epochs`, or
+    else the largest epoch any history (losses or monitor) holds; never a single point."""
+    seen = [e for h in histories.values() for k in ("epoch", "monitor_epoch") for e in _series(h, k)
+            if np.isfinite(e)]
+    last = int(epochs) if epochs is not None else int(np.ceil(max(seen, default=1)))
+    first = 0 if (seen and min(seen) < 1) or last <= 1 else 1
+    return first, max(last, first + 1)
+
+
+def training_curves(histories: dict[str, dict], parts=tuple(LOSS_STYLES), log_loss: bool = False,
+                    epochs: int | None = None) -> Figure:
     """Loss parts (one colour per method, one line style per part) and monitor mIoU per epoch.
 
     histories: {method: {"epoch": [...], "loss": [...], "ce": [...], "kd"/"feat": [...] (optional),
     "monitor_epoch": [...], "monitor_miou": [...]}}; monitor values are drawn at their monitor_epoch;
-    missing or empty parts are skipped, None plots as a gap.
+    missing or empty parts are skipped, None plots as a gap. Both x axes span the run, from epoch 0 or
+    1 to `epochs` (default: the last epoch in the histories), with integer ticks, so a monitor measured
+    once still sits on the run's epoch axis.
     """
+    span = _epoch_axis(histories, epochs)
     fig = _new_figure((12, 4.2))
     ax_loss, ax_miou = fig.subplots(1, 2)
     colors = [f"C{i}" for i in range(10)]
@@ -73,14 +87,14 @@ def training_curves(histories: dict[str, dict], parts=tuple(LOSS_STYLES), log_lo
             if not values:
                 continue
             epochs = _series(hist, "epoch") or list(range(1, len(values) + 1))
-            ax_loss.plot(epochs[:len(values)], values, color=color,
-                         linestyle=LOSS_STYLES.get(part, "-"), linewidth=1.5)
+            ax_loss.plot(epochs[:len(values)], values, color=color, linestyle=LOSS_STYLES.get(part, "-"),
+                         linewidth=1.5, marker="o" if len(values) == 1 else None, markersize=3, clip_on=False)
             used_parts.append(part)
         miou = _series(hist, "monitor_miou")
         if miou:
             epochs = _series(hist, "monitor_epoch") or list(range(1, len(miou) + 1))  # evaluated epochs
             ax_miou.plot(epochs[:len(miou)], miou, color=color, marker="o",
-                         markersize=3, label=method)
+                         markersize=3, label=method, clip_on=False)  # (a point on the last epoch stays whole)
     method_handles = [Line2D([], [], color=colors[i % 10], label=m) for i, m in enumerate(histories)]
     part_handles = [Line2D([], [], color="0.2", linestyle=LOSS_STYLES.get(p, "-"), label=p)
                     for p in parts if p in used_parts]
@@ -97,6 +111,7 @@ def training_curves(histories: dict[str, dict], parts=tuple(LOSS_STYLES), log_lo
         ax_miou.legend(fontsize=8)
     for ax in (ax_loss, ax_miou):
         ax.grid(alpha=0.3)
+        ax.set_xlim(*span)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
@@ -228,23 +243,45 @@ def class_deltas(class_names, deltas: dict[str, list[float]], reference: str = "
     return fig
 
 
-def score_histogram(scores, title: str, xlabel: str = "per-image mIoU") -> Figure:
-    """Histogram of scores (NaN dropped) with the mean and median as labelled vertical lines."""
+SCORE_BINS = np.linspace(0.0, 1.0, 21)  # per-image scores lie in [0, 1]: one set of bins for every model
+
+
+def score_histogram(scores, title: str, xlabel: str = "per-image mIoU", bins=SCORE_BINS, ymax: float | None = None,
+                    reference: tuple[float, str] | None = None) -> Figure:
+    """Histogram of scores (NaN dropped) with the mean and median as labelled vertical lines.
+
+    bins: the bin edges; the x axis spans them, so histograms drawn with the same bins and `ymax` (the
+    top of the y axis; default: this histogram's own) can be compared panel to panel. reference:
+    (value, label) of a dotted line, e.g. the dataset-level mIoU beside the per-image scores.
+    """
     s = np.asarray(scores, dtype=float)
     s = s[~np.isnan(s)]
     fig = _new_figure((6, 4))
     ax = fig.subplots()
     if s.size:
-        ax.hist(s, bins=min(30, max(5, s.size // 4)), color="C0", alpha=0.75, edgecolor="white")
+        ax.hist(s, bins=bins, color="C0", alpha=0.75, edgecolor="white")
         ax.axvline(s.mean(), color="C3", linestyle="-", linewidth=2, label=f"mean = {s.mean():.3f}")
         ax.axvline(np.median(s), color="C2", linestyle="--", linewidth=2,
                    label=f"median = {np.median(s):.3f}")
-        ax.legend(fontsize=9)
     else:
         ax.text(0.5, 0.5, "no scores", ha="center", va="center", transform=ax.transAxes)
+    if reference is not None:
+        ax.axvline(reference[0], color="0.2", linestyle=":", linewidth=2, label=f"{reference[1]} = {reference[0]:.3f}")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=9, loc="best")
+    ax.set_xlim(bins[0], bins[-1])
+    if ymax is not None:
+        ax.set_ylim(0, ymax)
     ax.set(xlabel=xlabel, ylabel="images", title=f"{title} (n = {s.size})")
     ax.grid(axis="y", alpha=0.3)
     return fig
+
+
+def shared_ymax(score_lists, bins=SCORE_BINS) -> float:
+    """The y-axis top that fits the tallest bar of every score list (NaN dropped), with room for the legend."""
+    counts = [np.histogram(s[~np.isnan(s)], bins=bins)[0].max(initial=0)
+              for s in (np.asarray(x, dtype=float) for x in score_lists)]
+    return 1.3 * max(max(counts, default=0), 1)
 
 
 def count_histogram(counts, xlabel: str) -> Figure:

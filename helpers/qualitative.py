@@ -7,9 +7,11 @@ Per model, into `qualitative_results_<method>/` (the layout of the user's guide)
     evaluation_metrics.txt                                           mIoU, per-class IoU, quantiles, ids
 The per-image score is the image's own mIoU over the classes present in its ground truth or
 prediction (void ignored); the dataset mIoU still comes from the dataset-level confusion matrix.
+The two differ by construction (SCORE_NOTE); the histograms of all models share bins and axes.
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,39 @@ import numpy as np
 from . import plots, viz
 from .evaluation import predict
 from .voc import CLASSES
+
+
+SCORE_NOTE = ("Per-image mIoU: each image's own mean IoU over the classes in its ground truth or its prediction, "
+              "then averaged over images; the table's mIoU pools the pixels of all images into one confusion "
+              "matrix, then averages the classes' IoU. The per-image mean is lower mainly because a class the "
+              "model predicts in an image where it does not occur (often a few stray pixels) scores IoU 0 in "
+              "that image and weighs as much as each real class there, while in the pooled matrix those pixels "
+              "are a few false positives against the class's large union. A small object, whose border errors "
+              "are a large share of its pixels, also weighs as much as the background in its image.")
+
+
+def score_gap(ev: dict, name: str) -> str:
+    """One line that measures SCORE_NOTE on an eval result (with "per_image_cm"): the per-image mean, the
+    dataset-level mIoU, the per-image mean over only each image's ground-truth classes, and how many
+    images hold a predicted class that their ground truth lacks (each scores IoU 0 there)."""
+    cms = np.asarray(ev["per_image_cm"], dtype=np.float64)
+    tp, in_gt, in_pred = np.diagonal(cms, axis1=1, axis2=2), cms.sum(2) > 0, cms.sum(1) > 0
+    iou = np.divide(tp, cms.sum(1) + cms.sum(2) - tp, out=np.full(tp.shape, np.nan), where=in_gt)
+    stray = (in_pred & ~in_gt).sum(1)
+    gt_only = np.nanmean(iou[in_gt.any(1)], axis=1) if in_gt.any() else np.array([np.nan])
+    return (f"{name}: per-image mIoU {np.nanmean(ev['per_image']):.3f} (mean over images), dataset-level "
+            f"{ev['miou']:.3f}; over each image's ground-truth classes only {np.nanmean(gt_only):.3f}; "
+            f"{np.mean(stray > 0):.0%} of images hold a predicted class absent from their ground truth "
+            f"({stray.mean():.1f} per image, IoU 0 each).")
+
+
+def histograms(evals: dict) -> dict:
+    """{name: per-image score histogram} for evals {name: eval result}: the same bins and the same y axis
+    for every model (so they compare panel to panel), each with its dataset-level mIoU as a dotted line."""
+    ymax = plots.shared_ymax([ev["per_image"] for ev in evals.values()])
+    return {name: plots.score_histogram(ev["per_image"], f"{name}: per-image mIoU on {len(ev['ids'])} val images",
+                                        ymax=ymax, reference=(ev["miou"], "dataset-level mIoU"))
+            for name, ev in evals.items()}
 
 
 def rank_cases(scores, n_success: int, n_failure: int):
@@ -35,9 +70,11 @@ def _image_and_pred(model, ds, index, device):
 
 
 def write_cases(model, ds, ev: dict, out_dir, num_success=10, num_failure=10, device="cpu",
-                name="model") -> dict:
+                name="model", histogram=None, on_figure=None) -> dict:
     """Write the folder layout above for one model; returns {"success": [...], "failure": [...]}
-    with (rank, id, score, path). Old case images in those folders are removed first."""
+    with (rank, id, score, path). Old case images in those folders are removed first. histogram: the
+    figure to save as iou_distribution.png (write_all passes ones that share axes; default: its own);
+    on_figure: called after each case figure is written (a progress bar's update)."""
     out_dir = Path(out_dir)
     scores, ids = ev["per_image"], ev["ids"]
     best, worst = rank_cases(scores, num_success, num_failure)
@@ -54,8 +91,9 @@ def write_cases(model, ds, ev: dict, out_dir, num_success=10, num_failure=10, de
             fig = viz.four_panel(image, gt, pred, f"{name} · {kind} #{k} · {ids[i]} · per-image mIoU {scores[i]:.4f}")
             viz.save_figure(fig, path)
             written[kind].append((k, ids[i], float(scores[i]), path))
-    fig = plots.score_histogram(scores, f"{name}: per-image mIoU on {len(ids)} validation images")
-    viz.save_figure(fig, out_dir / "iou_distribution.png")
+            if on_figure is not None:
+                on_figure()
+    viz.save_figure(histograms({name: ev})[name] if histogram is None else histogram, out_dir / "iou_distribution.png")
     (out_dir / "evaluation_metrics.txt").write_text(metrics_text(ev, name, written))
     return written
 
@@ -69,7 +107,10 @@ def metrics_text(ev: dict, name: str, written: dict) -> str:
              f"Pixel accuracy: {ev['pixel_acc']:.4f}", "", "Per-class IoU:"]
     lines += [f"  {c:<14} {'absent' if v is None else f'{v:.4f}'}" for c, v in zip(CLASSES, ev["iou_per_class"])]
     lines += ["", "Per-image mIoU: mean {:.4f}, std {:.4f}".format(s.mean(), s.std()) if s.size else "",
-              "Quantiles (min, 10%, 25%, median, 75%, 90%, max): " + ", ".join(f"{v:.4f}" for v in q), ""]
+              "Quantiles (min, 10%, 25%, median, 75%, 90%, max): " + ", ".join(f"{v:.4f}" for v in q), "",
+              *textwrap.wrap(SCORE_NOTE, 100), ""]
+    if "per_image_cm" in ev:
+        lines[-1:-1] = textwrap.wrap(score_gap(ev, name), 100)
     for kind in ("success", "failure"):
         lines.append(f"{kind.capitalize()} cases (rank, id, per-image mIoU):")
         lines += [f"  {k:>3}  {i}  {sc:.4f}" for k, i, sc, _ in written.get(kind, [])]
@@ -178,10 +219,15 @@ def write_all(models: dict, ds, evals: dict, out_dir, cfg, device="cpu") -> dict
     from .paths import portable
     from .table import LABELS
 
-    written = {}
-    for method in ("baseline", "response", "feature", "teacher"):
-        folder = Path(out_dir) / f"qualitative_results_{method}"
-        written[method] = write_cases(models[method], ds, evals[method], folder, cfg.num_success,
-                                      cfg.num_failure, device, LABELS[method])
-        print(f"{LABELS[method]:<22} -> {portable(folder)}")
+    from tqdm.auto import tqdm
+
+    written, methods = {}, ("baseline", "response", "feature", "teacher")
+    figures = histograms({LABELS[m]: evals[m] for m in methods})  # one set of bins and axes for all four
+    per_model = sum(len(p) for p in rank_cases(evals[methods[0]]["per_image"], cfg.num_success, cfg.num_failure))
+    with tqdm(total=per_model * len(methods), desc="writing case figures", leave=False) as bar:
+        for method in methods:
+            folder = Path(out_dir) / f"qualitative_results_{method}"
+            written[method] = write_cases(models[method], ds, evals[method], folder, cfg.num_success,
+                                          cfg.num_failure, device, LABELS[method], figures[LABELS[method]], bar.update)
+            print(f"{LABELS[method]:<22} -> {portable(folder)}")
     return written

@@ -24,7 +24,13 @@ from .errors import UserError
 from .mathml import markdown_math_to_mathml
 from .table import TABLE_STEM, num, read_table_json, table_markdown
 
-DEFAULT_TITLE = "Knowledge distillation for semantic segmentation (PASCAL VOC 2012)"
+DEFAULT_TITLE = "Knowledge distillation for semantic segmentation"
+
+
+def title_for(params: dict | None) -> str:
+    """The report's title, saying what the data is: real PASCAL VOC 2012, or the generated demo set."""
+    voc = (params or {}).get("dataset") == "voc"
+    return f"{DEFAULT_TITLE} ({'PASCAL VOC 2012' if voc else 'demo data in the VOC layout, not PASCAL VOC 2012'})"
 
 def environment_info() -> dict[str, str]:
     """Versions and machine: python, torch, torchvision, device, CPU threads, platform, date."""
@@ -186,7 +192,9 @@ def _header_markdown(run_dir: Path, params: dict, env: dict, title: str, names: 
     """The cells that open the report: title and run; the table, the headline figure, the analysis,
     the progression figure; the contents; the run's settings (only what differs from the preset)
     and the environment, folded away."""
-    head = f"# {title}\n\nRun **{html.escape(run_dir.name)}**, report built {env.get('date', '')}."
+    data = ("real PASCAL VOC 2012" if (params or {}).get("dataset") == "voc" else
+            "the generated demo data set in the VOC layout (synthetic shapes: its numbers are not VOC numbers)")
+    head = f"# {title}\n\nRun **{html.escape(run_dir.name)}** on {data}, report built {env.get('date', '')}."
     contents = "## Contents\n\n" + "\n".join(f"{i}. [{html.escape(n)}](#nb-{i})" for i, n in enumerate(names, 1))
     shown, what = params, "Parameters of this run"
     if preset and params:
@@ -259,6 +267,10 @@ def _nbconvert_log() -> logging.Logger:
     return log
 
 
+# A <math> element with nothing inside: what HTML re-serialised tag by tag leaves of a formula.
+_EMPTY_MATH = re.compile(r"<math\b[^>]*>\s*</math>", re.IGNORECASE)
+
+
 def _find_notebook(path, run_dir: Path) -> Path:
     path = Path(path)
     if not path.is_absolute() and not path.exists() and (run_dir / path).exists():
@@ -267,7 +279,7 @@ def _find_notebook(path, run_dir: Path) -> Path:
 
 
 def build_report(run_dir, notebooks: list, out_html=None, params: dict | None = None,
-                 env: dict | None = None, title: str = DEFAULT_TITLE, preset: str | None = None) -> Path:
+                 env: dict | None = None, title: str | None = None, preset: str | None = None) -> Path:
     """Merge a run's executed notebooks into ONE self-contained HTML file; returns its path.
 
     It opens with the title and run, the comparison table (kd_comparison_results.md in run_dir, or
@@ -291,6 +303,7 @@ def build_report(run_dir, notebooks: list, out_html=None, params: dict | None = 
     env.setdefault("date", datetime.now().astimezone().isoformat(timespec="seconds"))
     if params is None:
         params = _papermill_params([nb for nb in loaded if nb is not None])
+    title = title or title_for(params)
 
     merged = nbformat.v4.new_notebook()
     first = next((nb for nb in loaded if nb is not None), None)
@@ -313,10 +326,18 @@ def build_report(run_dir, notebooks: list, out_html=None, params: dict | None = 
     if failures:
         print(f"report.html: {len(failures)} formula(s) shown as TeX (not convertible): " + "; ".join(failures))
 
-    exporter = HTMLExporter(template_name="lab", embed_images=True, raw_template=_TEMPLATE,
+    # Not embed_images=True: nbconvert then re-parses each inline HTML tag of a markdown cell alone
+    # (IPythonRenderer.inline_html -> _html_embed_images, through BeautifulSoup), which closes every
+    # opening tag at once and drops every closing one, so <math><mi>x</mi></math> came out as
+    # <math></math><mi></mi>x (flat text). Local images are inlined above; attachments are embedded
+    # by nbconvert either way.
+    exporter = HTMLExporter(template_name="lab", embed_images=False, raw_template=_TEMPLATE,
                             log=_nbconvert_log())
     body, _ = exporter.from_notebook_node(
         merged, resources={"metadata": {"name": title, "path": str(run_dir)}})
+    flat = len(_EMPTY_MATH.findall(body))
+    if flat:
+        print(f"report.html: {flat} formula(s) lost their MathML structure (empty <math> elements)")
     leftovers = sorted({m.group(3)[:120] for m in _HTML_IMG.finditer(body)
                         if not m.group(3).startswith("data:")})
     if leftovers:

@@ -84,7 +84,18 @@ class NotTrained(UserError):
             f"Run '{cfg.run_name}' has no finished model for {', '.join(item(*m) for m in self.missing)}. "
             "Evaluation (notebooks 05 and 06, `python -m helpers compare`) only loads models; train them "
             f"first with notebook{'s' if len(notebooks) > 1 else ''} {', '.join(notebooks)} (or {command}), "
-            f"with run_name='{cfg.run_name}' and the same settings.")
+            f"with run_name='{cfg.run_name}' and its settings ({_settings_phrase(cfg)}).")
+
+
+def _settings_phrase(cfg: Config) -> str:
+    """The run's settings as a message names them, and how a notebook gets them."""
+    from . import session
+
+    current = (session.current_run(cfg.checkpoints_dir) or {}).get("run_name") == cfg.run_name
+    phrase = session.describe(cfg, session.preset_of(cfg))
+    if current:
+        return phrase + f"; '{cfg.run_name}' is the current run, so the notebook run as it is uses them"
+    return phrase + f"; set run_name='{cfg.run_name}' in the notebook's parameters cell and it reads them from the run"
 
 
 def teacher_history(cfg: Config) -> dict:

@@ -46,16 +46,42 @@ def read_record(checkpoints_dir, run_name: str) -> dict | None:
     return _read(paths.resolve(checkpoints_dir) / run_name / RECORD)
 
 
-def record(cfg: Config, preset: str | None, by: str) -> None:
-    """Write the run's settings and make it the current run."""
+def record(cfg: Config, preset: str | None, by: str) -> str | None:
+    """Write the run's settings and make it the current run; returns the run that was current before
+    when that was another one (None otherwise)."""
     from .checkpoint import write_text_atomic
 
+    before = (current_run(cfg.checkpoints_dir) or {}).get("run_name")
     settings = {k: v for k, v in cfg.to_dict().items() if k not in LOCAL}
     stamp = {"by": by, "time": datetime.now().astimezone().isoformat(timespec="seconds")}
     folder = Path(cfg.checkpoints_dir)
     write_text_atomic(folder / cfg.run_name / RECORD,
                       json.dumps({"preset": preset, **stamp, "settings": settings}, indent=1))
     write_text_atomic(folder / CURRENT, json.dumps({"run_name": cfg.run_name, **stamp}, indent=1))
+    return before if before not in (None, cfg.run_name) else None
+
+
+def differences(cfg: Config, preset: str | None) -> dict:
+    """{knob: value} where the run's settings differ from its preset's (run_name and local knobs left
+    out; paths in their root-relative form); {} for a preset that no longer loads."""
+    try:
+        base = Config.from_dict({**load_preset(preset or DEFAULT_PRESET), "run_name": cfg.run_name}).to_dict()
+    except UserError:
+        return {}
+    now = cfg.to_dict()
+    return {k: now[k] for k in now if k not in LOCAL + ("run_name",) and portable_value(k, base.get(k)) != now[k]}
+
+
+def describe(cfg: Config, preset: str | None) -> str:
+    """"preset demo + epochs=2, seeds=1": a run's settings in one phrase, as messages name them."""
+    diff = differences(cfg, preset)
+    return f"preset {preset or DEFAULT_PRESET}" + (" + " + ", ".join(f"{k}={v!r}" for k, v in diff.items())
+                                                   if diff else " as it is")
+
+
+def preset_of(cfg: Config, preset: str | None = None) -> str:
+    """The preset a run was set up from: the one given, else its record's, else the default."""
+    return preset or (read_record(cfg.checkpoints_dir, cfg.run_name) or {}).get("preset") or DEFAULT_PRESET
 
 
 def resolve(preset: str | None, run_name: str | None, explicit: dict) -> tuple[Config, str]:
@@ -90,13 +116,83 @@ def start(ns: dict, notebook: str) -> Config:
     """The Config of a notebook run (see the module docstring); prints which run and from where."""
     preset, run_name = ns.get("preset"), ns.get("run_name")
     explicit = _knobs(ns)
+    followed = current_run(explicit.get("checkpoints_dir", Config.checkpoints_dir)) if not (
+        preset or run_name or explicit.get("run_name")) else None
     cfg, source = resolve(preset, run_name, explicit)
     changed = {k: v for k, v in explicit.items() if k not in ("run_name", "interactive", "force") or
                (k == "force" and v is True)}
-    if notebook in WRITERS:
-        record(cfg, preset or (read_record(cfg.checkpoints_dir, cfg.run_name) or {}).get("preset")
-               or DEFAULT_PRESET, notebook)
+    base = preset_of(cfg, preset)
+    was = record(cfg, base, notebook) if notebook in WRITERS else None
     extra = ", ".join(f"{k}={portable_value(k, v)!r}" for k, v in changed.items())
-    print(f"run '{cfg.run_name}' · settings: {source}" + (f" + {extra}" if extra else "")
-          + f" · data {cfg.dataset} ({portable_value('data_root', cfg.data_root)})")
+    diff = differences(cfg, base)
+    against = "" if source.startswith("preset") else (  # (on a preset, "+ ..." is already what differs)
+        f" · differs from preset {base}: " + ", ".join(f"{k}={v!r}" for k, v in diff.items()) if diff
+        else f" · the same as preset {base}")
+    print(f"run '{cfg.run_name}' · settings: {source}" + (f" + {extra}" if extra else "") + against
+          + f" · data {data_phrase(cfg)}")
+    if was:
+        print(f"current run: '{cfg.run_name}' (was '{was}'; notebooks left at their defaults now follow "
+              f"'{cfg.run_name}'; run_name='{was}' goes back)")
+    elif followed and followed.get("run_name") == cfg.run_name:
+        print(f"(following the current run '{cfg.run_name}', set by {followed.get('by')} at "
+              f"{str(followed.get('time', ''))[:16].replace('T', ' ')}; `python -m helpers runs` lists every run)")
     return cfg
+
+
+def data_phrase(cfg: Config) -> str:
+    """"demo data in the VOC layout (data/demo)" or "PASCAL VOC 2012 (data/voc)"."""
+    what = "PASCAL VOC 2012" if cfg.dataset == "voc" else "demo data in the VOC layout"
+    return f"{what} ({portable_value('data_root', cfg.data_root)})"
+
+
+# --------------------------------------------------------------------------- every run at a glance
+def _finished(path: Path) -> str:
+    """"finished", "epoch 3 of 10" or "" (not there) for one checkpoint."""
+    from .checkpoint import load
+
+    if not path.is_file():
+        return ""
+    try:
+        state = load(path)
+    except UserError:
+        return "unreadable"
+    return "finished" if state.get("complete") else f"epoch {state.get('epoch')} of {state.get('epochs')}"
+
+
+def run_status(cfg: Config) -> dict:
+    """{"teacher": status, method: (finished seeds, seeds), "report": path or None} of one run."""
+    from . import runs
+    from .teachers import trains_here
+
+    out = {"teacher": (_finished(runs.checkpoint_path(cfg, "teacher")) or "not trained") if trains_here(cfg)
+           else "given weights"}
+    for method in runs.STUDENTS:
+        states = [_finished(runs.checkpoint_path(cfg, method, s)) for s in runs.seeds_of(cfg)]
+        out[method] = (sum(st == "finished" for st in states), len(states))
+    report = runs.reports_dir(cfg) / "report.html"
+    out["report"] = paths.portable(report) if report.is_file() else None
+    return out
+
+
+def overview(checkpoints_dir=Config.checkpoints_dir) -> str:
+    """Every run under `checkpoints_dir`: its settings (preset + what differs), what is finished per
+    method (seeds), the teacher, and where its report is; the current run marked with *. What
+    `python -m helpers runs` prints and notebook 01 shows."""
+    folder = paths.resolve(checkpoints_dir)
+    current = (current_run(folder) or {}).get("run_name")
+    names_ = sorted(p.parent.name for p in folder.glob(f"*/{RECORD}"))
+    if not names_:
+        return f"No runs under {paths.portable(folder)} yet: notebook 01 (or `python -m helpers run`) starts one."
+    lines = [f"Runs under {paths.portable(folder)} (* = the current run, followed by notebooks left at their defaults):"]
+    for name in names_:
+        rec = read_record(folder, name) or {}
+        try:
+            cfg = Config.from_dict({k: v for k, v in (rec.get("settings") or {}).items() if k in names()})
+        except UserError as e:
+            lines.append(f"  {name}: its settings no longer load ({e})")
+            continue
+        st = run_status(cfg)
+        done = " · ".join(f"{m} {st[m][0]}/{st[m][1]}" for m in st if isinstance(st[m], tuple))
+        lines.append(f"{'*' if name == current else ' '} {name}: {describe(cfg, rec.get('preset'))}\n"
+                     f"    teacher {st['teacher']} · {done} seeds finished · report: {st['report'] or 'not built yet'}")
+    return "\n".join(lines)

@@ -151,9 +151,19 @@ def by_method(results: dict, method: str) -> dict | None:
     return next((r for r in results["rows"] if r.get("method") == method), None)
 
 
+def partial_note(results: dict) -> str:
+    """"Partial table: ... not finished yet: Feature-Based (seeds 0–2, not there; notebook 04_feature_kd ...)"."""
+    from .progress import span
+
+    items = [f"{m['label']} ({'seeds ' + span(m['seeds']) + ', ' if m['seeds'] else ''}{m['why']}; notebook "
+             f"{m['notebook']} trains it)" for m in results.get("missing") or []]
+    return ("Partial table: it compares what is finished; not finished yet: " + "; ".join(items) +
+            ". Run those notebooks, then this one again, for the full table.") if items else ""
+
+
 def _notes(results: dict) -> list[str]:
-    """The conditions under the table: seeds, latency conditions, protocol, run."""
-    lines = []
+    """The conditions under the table: partial or not, seeds, latency conditions, protocol, run."""
+    lines = [partial_note(results)] if results.get("partial") else []
     seeds = sorted({int(r.get("n_seeds") or 1) for r in student_rows(results)})
     if seeds and max(seeds) > 1:
         lines.append(f"mIoU: mean ± std over {'/'.join(map(str, seeds))} seeds (training runs); Δ mIoU: mean "
@@ -167,6 +177,9 @@ def _notes(results: dict) -> list[str]:
         lines.append(f"Latency: mean ± std in ms per forward pass; device {lat.get('device', '?')}, "
                      f"{lat.get('threads', '?')} threads, {lat.get('dtype', '?')}, input {size}, "
                      f"path: {lat.get('path', '?')}.")
+        if len(lat.get("measurements") or []) > 1:
+            lines.append(f"Latency shown: the quietest of {len(lat['measurements'])} measurements of these models "
+                         f"({str(lat.get('shown'))[:16].replace('T', ' ')}); all are in the JSON file.")
     noisy = [row_label(r) for r in results["rows"] if num(r.get("latency_std_ms")) is not None
              and num(r.get("latency_ms")) and r["latency_std_ms"] > 0.5 * r["latency_ms"]]
     if noisy:

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from . import checkpoint, voc
-from .config import Config
+from .config import TEACHER_KEYS, Config, portable_value
+from .paths import portable
 from .data import dataset
 from .errors import UserError
 from .models import build_model
@@ -43,6 +44,57 @@ def load_teacher(cfg: Config, device) -> torch.nn.Module:
             raise NotTrained(cfg, [("teacher", None, path, why)])
         model, _ = load_model(path, device)
     return freeze(model, cfg)
+
+
+def _trained_teachers(folder: Path, exclude: Path) -> list[dict]:
+    """The finished teachers trained here before: {path, config, seconds, epochs, images} each."""
+    found = []
+    for p in sorted(folder.glob("*.pt")):
+        if p == exclude:
+            continue
+        try:
+            state = checkpoint.load(p)
+        except UserError:
+            continue
+        if state.get("method") == "teacher" and state.get("complete"):
+            h = state.get("history") or {}
+            found.append({"path": p, "config": state.get("config") or {}, "seconds": sum(h.get("time_s") or []),
+                          "epochs": len(h.get("time_s") or []), "images": state.get("images")})
+    return found
+
+
+def _differences(cfg: Config, saved: dict) -> list[str]:
+    now = cfg.to_dict()
+    return [f"{k} {portable_value(k, saved[k])!r} → {now[k]!r}" for k in TEACHER_KEYS
+            if k in saved and portable_value(k, saved[k]) != now[k]]
+
+
+def new_teacher_note(cfg: Config, images: int, state: dict | None = None) -> str:
+    """What `fit` says before it trains a teacher: which file, why a new one (the settings that differ
+    from the nearest teacher trained here before) and about how long, from that teacher's measured
+    seconds per image and epoch (same architecture; an estimate: other settings change the speed)."""
+    path = checkpoint_path(cfg, "teacher")
+    what = (f"{cfg.teacher_arch}, {cfg.teacher_epochs} epoch{'s' if cfg.teacher_epochs != 1 else ''} on {images} "
+            f"'{cfg.teacher_split}' images")
+    if state is not None:
+        return (f"teacher: continuing the unfinished {portable(path)} from epoch "
+                f"{state.get('epoch')} of {cfg.teacher_epochs} ({what}).")
+    others = _trained_teachers(path.parent, path)
+    if others:
+        near = min(others, key=lambda t: len(_differences(cfg, t["config"])))
+        why = f"the settings differ from the teacher {near['path'].name} ({'; '.join(_differences(cfg, near['config']))})"
+    else:
+        why = "no teacher has been trained here yet"
+    rates = [t["seconds"] / (t["epochs"] * t["images"]) for t in others
+             if t["images"] and t["epochs"] and t["config"].get("teacher_arch") == cfg.teacher_arch]
+    if rates:
+        est = rates[-1] * images * cfg.teacher_epochs
+        when = f"about {est / 60:.0f} min" if est >= 90 else f"about {est:.0f} s"
+        estimate = f"Expect {when} ({1000 * rates[-1]:.1f} ms per image and epoch, measured on the last one)."
+    else:
+        estimate = "No earlier teacher of this architecture to estimate its time from."
+    return (f"teacher: training a new one ({what}) → {portable(path)}: {why}. "
+            f"{estimate} Trained once, it is reused by every run with these teacher settings.")
 
 
 def teacher_identity(cfg: Config) -> str:

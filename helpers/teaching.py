@@ -183,8 +183,9 @@ def kl_figure(image, gt, kl_before, kl_after):
     return fig
 
 
-def temperature_widget(image, teacher_logits, temperatures=(0.5, 8.0)):
-    """A slider for T (range `temperatures`) that redraws soft_label_figure (rows T = 1 and the
+def temperature_widget(image, teacher_logits, T: float, temperatures=(0.5, 8.0)):
+    """A slider for T (range `temperatures`, starting at `T`: pass the run's cfg.temperature, so the
+    widget first shows the static figure's row) that redraws soft_label_figure (rows T = 1 and the
     slider's T) as a PNG in an Image widget (not an Output widget: nbclient, which papermill uses,
     can hang on a cell whose Output widget receives a large figure). Needs ipywidgets."""
     import io
@@ -197,7 +198,7 @@ def temperature_widget(image, teacher_logits, temperatures=(0.5, 8.0)):
         return buf.getvalue()
 
     lo, hi = map(float, temperatures)
-    slider = widgets.FloatSlider(value=min(max(4.0, lo), hi), min=lo, max=hi, step=0.1,
+    slider = widgets.FloatSlider(value=min(max(float(T), lo), hi), min=lo, max=hi, step=0.1,
                                  description="T", continuous_update=False)
     picture = widgets.Image(value=png(slider.value), format="png")
     slider.observe(lambda change: setattr(picture, "value", png(change["new"])), names="value")
@@ -227,10 +228,13 @@ def format_rows(rows) -> str:
     return "\n".join(lines)
 
 
-def pca_rgb(features_list) -> list:
+def pca_rgb(features_list, per_map: bool = False) -> list:
     """Maps (C, h, w), all with the same C, -> (h, w, 3) float arrays in [0, 1]: the first 3 principal
-    components fitted jointly on every pixel of every map, min-max scaled jointly, so equal colours
-    mean similar features across the maps. Pass a single map for its own PCA."""
+    components fitted jointly on every pixel of every map, so a colour is one direction in feature
+    space in every map. Scaled to [0, 1] jointly (min-max over all maps: equal colours mean similar
+    features, and a weak map looks faint), or with `per_map` each map to its own min-max per component
+    (a per-panel contrast stretch: a weak map shows its structure; colours then compare patterns, not
+    magnitudes). Pass a single map for its own PCA."""
     maps = [_one(f).double() for f in features_list]
     if len({m.shape[0] for m in maps}) != 1:
         raise ValueError(f"pca_rgb fits one PCA: maps need one channel count, not {[len(m) for m in maps]}")
@@ -240,17 +244,20 @@ def pca_rgb(features_list) -> list:
     comps = vh[:3]
     comps = comps * torch.sign(comps[torch.arange(len(comps)), comps.abs().argmax(dim=1)])[:, None]
     proj = F.pad(x @ comps.T, (0, 3 - len(comps)))                        # (pixels, 3)
-    lo, hi = proj.min(dim=0).values, proj.max(dim=0).values
-    proj = (proj - lo) / (hi - lo).clamp(min=1e-12)
-    sizes = [m.shape[1] * m.shape[2] for m in maps]
-    return [p.reshape(m.shape[1], m.shape[2], 3).numpy() for p, m in zip(proj.split(sizes), maps)]
+    parts = list(proj.split([m.shape[1] * m.shape[2] for m in maps]))
+    scales = parts if per_map else [proj] * len(parts)                     # whose range is stretched to [0, 1]
+    rgb = [(p - r.min(dim=0).values) / (r.max(dim=0).values - r.min(dim=0).values).clamp(min=1e-12)
+           for p, r in zip(parts, scales)]
+    return [p.reshape(m.shape[1], m.shape[2], 3).numpy() for p, m in zip(rgb, maps)]
 
 
 def feature_figure(image, student_feat, adapted_before, adapted_after, teacher_feat):
     """image | student feature (own PCA) | adapted student before, after training | teacher (these
-    three with one joint PCA), with the hint MSE to the teacher in the titles."""
+    three with one joint PCA, each panel contrast-stretched to its own range: the untrained adapter's
+    map is far weaker than the teacher's and would be one flat colour on the joint scale), with the
+    hint MSE to the teacher (which compares magnitudes) in the titles."""
     teacher = _one(teacher_feat)
-    joint = pca_rgb([adapted_before, adapted_after, teacher])
+    joint = pca_rgb([adapted_before, adapted_after, teacher], per_map=True)
     mse = [distill.hint_loss(_one(f)[None], teacher[None]).item() for f in (adapted_before, adapted_after)]
     panels = [(denormalize(image), "image"),
               (pca_rgb([student_feat])[0], f"student feature\n({_one(student_feat).shape[0]} ch, own PCA)"),
@@ -261,9 +268,9 @@ def feature_figure(image, student_feat, adapted_before, adapted_after, teacher_f
     for ax, (picture, title) in zip(fig.subplots(1, 5), panels):
         ax.imshow(picture, **MASK_KW)
         _image_axis(ax, title, fontsize=9)
-    fig.suptitle("Feature maps as colours (3 principal components; the last three panels share one "
-                 "projection).\nLook at: after training the adapted student's colours match the teacher's.",
-                 fontsize=10)
+    fig.suptitle("Feature maps as colours: 3 principal components; the last three panels share one projection, "
+                 "each stretched to its own\nrange (colours compare patterns, the MSE magnitudes). Look at: "
+                 "noise before training; after it, the teacher's regions in its colours.", fontsize=10)
     return fig
 
 

@@ -19,20 +19,27 @@ from .evaluation import evaluate
 from .models import build_model
 from .runs import METHODS, checkpoint_path, load_model, seeds_of
 from .runtime import autocast, keep_freed_memory, make_scaler, resolve_device, seed_all
-from .teachers import WithTeacherLogits, load_teacher, teacher_cache, trains_here
+from .paths import portable
+from .progress import EpochView, epoch_row
+from .teachers import WithTeacherLogits, load_teacher, new_teacher_note, teacher_cache, teacher_identity, trains_here
 from .transforms import sample_cached
 
 
-def get_teacher(cfg: Config, device, progress: bool = True) -> torch.nn.Module:
+def get_teacher(cfg: Config, device, progress: bool = True, say: bool = True) -> torch.nn.Module:
     """The frozen teacher (see `teachers.load_teacher`), trained first when this project trains it
-    and no finished one exists for these settings (cached in checkpoints/teachers/)."""
+    and no finished one exists for these settings (cached in checkpoints/teachers/). With `say`, one
+    line tells where a reused teacher comes from; a new one always announces itself (`fit`)."""
+    ctx = _context(cfg)
     if trains_here(cfg):
         path = checkpoint_path(cfg, "teacher")
-        ctx = _context(cfg)
         state = checkpoint.load(path) if ((ctx.main or not ctx.active) and path.is_file()) else None
         state = distributed.broadcast_object({"complete": bool(state and state.get("complete"))} if state else None, ctx)
         if not (state and state.get("complete")):
             fit(cfg, "teacher", progress=progress)
+        elif say and ctx.main:
+            print(f"teacher: finished, reused ({portable(path)}; shared by every run with these teacher settings)")
+    elif say and ctx.main:
+        print(f"teacher: {teacher_identity(cfg)} (given weights, not trained here)")
     return load_teacher(cfg, device)
 
 
@@ -156,7 +163,7 @@ def _build(cfg: Config, method: str, seed: int, device, progress: bool, ctx=None
     """(model, adapter, teacher, training set) of `method`: every student of one seed starts from
     the same weights; a cached-logit response run gets its teacher maps with the batch instead."""
     is_teacher = method == "teacher"
-    teacher = None if is_teacher or method == "baseline" else get_teacher(cfg, device, progress)
+    teacher = None if is_teacher or method == "baseline" else get_teacher(cfg, device, progress, say=False)
     model = initial_model(cfg, method, seed).to(device)
     adapter = initial_adapter(model, teacher, seed).to(device) if method == "feature" else None
     if cfg.channels_last:
@@ -237,6 +244,8 @@ def fit(cfg: Config, method: str, seed: int | None = None, resume: bool = True, 
     if state is not None and state.get("complete"):
         return load_model(path, device)[0], state["history"]
     model, adapter, teacher, train_ds = _build(cfg, method, seed, device, progress, ctx)
+    if method == "teacher" and ctx.main:
+        print(new_teacher_note(cfg, len(train_ds), state), flush=True)
     params = list(model.parameters()) + (list(adapter.parameters()) if adapter else [])
     opt, sched, scaler = _optimization(cfg, method, params, len(train_ds), epochs, device)
     history, start = {"epoch": [], "loss": [], "ce": [], "lr": [], "time_s": [], "monitor_epoch": [],
@@ -250,6 +259,7 @@ def fit(cfg: Config, method: str, seed: int | None = None, resume: bool = True, 
     from tqdm.auto import tqdm
 
     bar = tqdm(range(start, epochs), desc=method, disable=not progress, initial=start, total=epochs)
+    view = _epoch_view(cfg, method, seed, epochs, history, progress and ctx.main) if ctx.main else None
     for epoch in bar:
         t0 = time.perf_counter()
         try:
@@ -261,8 +271,10 @@ def fit(cfg: Config, method: str, seed: int | None = None, resume: bool = True, 
         _record(history, parts, opt, time.perf_counter() - t0, epoch, epochs, cfg, model, monitor_ds, device)
         bar.set_postfix(loss=f"{parts['loss']:.3f}", monitor_miou=f"{(history['monitor_miou'] or [0])[-1]:.3f}")
         if ctx.main:
-            _save(path, model, adapter, opt, sched, scaler, epoch + 1, epochs, method, seed, cfg, history)
-            _epoch_line(method, seed, epoch, epochs, history)
+            _save(path, model, adapter, opt, sched, scaler, epoch + 1, epochs, method, seed, cfg, history,
+                  len(train_ds))
+        if view is not None:
+            view.update(history)
         _barrier(ctx)  # the checkpoint is on disk before any rank goes on (or reads it)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < epochs:
             break
@@ -291,11 +303,16 @@ def _epoch_batches(train_ds, cfg: Config, seed: int, epoch: int, ctx: distribute
 EPOCH_LINES = "HELPERS_EPOCH_LINES"  # set (to 1) by fit_seeds for its torchrun child: one line per epoch
 
 
-def _epoch_line(method, seed, epoch, epochs, history) -> None:
-    if os.environ.get(EPOCH_LINES) == "1":
-        miou = f" monitor_miou={history['monitor_miou'][-1]:.4f}" if history["monitor_epoch"][-1:] == [epoch + 1] else ""
-        print(f"{method} seed {seed} epoch {epoch + 1}/{epochs} loss={history['loss'][-1]:.4f}"
-              f" time={history['time_s'][-1]:.1f}s{miou}", flush=True)
+def _epoch_view(cfg: Config, method, seed, epochs, history, progress: bool) -> EpochView | None:
+    """What training shows per epoch (progress.EpochView): a table updated in place in JupyterLab
+    (cfg.interactive), else one line per epoch; also for a torchrun child (EPOCH_LINES), never when
+    progress is off otherwise. A resumed run shows its earlier epochs first."""
+    if not (progress or os.environ.get(EPOCH_LINES) == "1"):
+        return None
+    view = EpochView("teacher" if method == "teacher" else f"{method} seed {seed}", epochs,
+                     live=cfg.interactive and progress)
+    view.rows = [epoch_row(history, i) for i in range(len(history["epoch"]))]
+    return view
 
 
 def _context(cfg: Config) -> distributed.Context:
@@ -364,7 +381,7 @@ def _check_settings(cfg: Config, method: str, state: dict, path) -> None:
                         "the checkpoint's settings.")
 
 
-def _save(path, model, adapter, optimizer, scheduler, scaler, epoch, epochs, method, seed, cfg, history):
+def _save(path, model, adapter, optimizer, scheduler, scaler, epoch, epochs, method, seed, cfg, history, images):
     arch = cfg.teacher_arch if method == "teacher" else cfg.student_arch
     complete = epoch >= epochs
     model, adapter = distributed.unwrap(model), distributed.unwrap(adapter) if adapter is not None else None
@@ -379,6 +396,6 @@ def _save(path, model, adapter, optimizer, scheduler, scaler, epoch, epochs, met
         "adapter": adapter.state_dict() if adapter is not None else None,
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(), "epoch": epoch, "epochs": epochs, "complete": complete,
-        "rng": checkpoint.rng_state(), "config": cfg.to_dict(), "history": history,
+        "rng": checkpoint.rng_state(), "config": cfg.to_dict(), "history": history, "images": images,
     }, path)
     checkpoint.write_text_atomic(path.with_name(path.stem + "_history.json"), json.dumps(history, indent=1))

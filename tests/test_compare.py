@@ -64,7 +64,7 @@ def test_table_delta_is_the_difference_of_its_mIoU_column(seeds, tmp_path, monke
                  latency_size=32)
     evals = _fake_evals(cfg)
     models = {k: torch.nn.Conv2d(3, len(CLASSES), 1) for k in ("teacher",) + compare.STUDENTS}
-    monkeypatch.setattr(compare, "load_all", lambda cfg, progress=True: (models, evals, list(range(30))))
+    monkeypatch.setattr(compare, "load_finished", lambda cfg, progress=True, partial=True: (models, evals, list(range(30)), []))
     monkeypatch.setattr(costs, "optimize_for_inference", lambda m, path, size: m)
     monkeypatch.setattr(costs, "gflops", lambda m, size: 0.1)
     fake_lat = {"mean_ms": 1.0, "std_ms": 0.1, "device": "cpu", "threads": 1, "dtype": "float32",
@@ -132,3 +132,16 @@ def test_qualitative_cli_writes_the_guide_layout(two_seeds, tmp_path):
     assert (out / "iou_distribution.png").is_file() and "mIoU" in (out / "evaluation_metrics.txt").read_text()
     bad = cli("qualitative", "--checkpoint", str(tmp_path / "missing.pt"), "--output-dir", str(out))
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_seed_summary_names_the_interval_the_run_will_get(seeds, tmp_path, monkeypatch):
+    """Notebooks 03/04's printout promises notebook 05's interval: seed-level only with several seeds."""
+    from helpers.config import Config
+
+    monkeypatch.setattr(compare, "_evaluate", lambda cfg, key, model, val, device: {"miou": 0.5})
+    cfg = Config(run_name="s", checkpoints_dir=str(tmp_path / "ckpt"), reports_dir=str(tmp_path / "r"), seeds=seeds)
+    text = compare.seed_summary(cfg, "response", {s: None for s in range(seeds)}, "cpu", val=[0] * 6)
+    image_level = "image-level interval (paired bootstrap over val images; one seed cannot show training noise)"
+    assert (image_level in text) == (seeds == 1) and ("seed-level interval" in text) == (seeds > 1)
+    assert "interval" not in compare.seed_summary(cfg, "baseline", {0: None}, "cpu", val=[0] * 6)

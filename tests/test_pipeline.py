@@ -157,3 +157,36 @@ def test_executed_notebooks_print_no_warnings(smoke):
                  if o.get("output_type") == "stream" and o.get("name") == "stderr"
                  and ("warn" in o.get("text", "").lower() or "error" in o.get("text", "").lower())]
         assert noise == [], (path.name, noise)
+
+
+def test_a_rerun_of_05_keeps_the_report_and_its_files_in_step(smoke, tmp_path):
+    """05 run again by hand (as in JupyterLab): same models, so the same accuracy to the digit; the
+    latency the files show is the quietest measurement, and when it is no longer the report's the
+    notebook says so. Then a partial comparison never replaces the complete table."""
+    import papermill
+
+    from helpers import files, table
+
+    out = smoke["out"]
+    before = table.read_table_json(out)
+    params = {"preset": "smoke", "run_name": "smoke",
+              "overrides": {"checkpoints_dir": str(smoke["base"] / "ckpt"), "data_root": str(smoke["base"] / "data"),
+                            "reports_dir": str(out.parent)}}
+    nb = papermill.execute_notebook(str(ROOT / "notebooks" / "05_compare.ipynb"), str(tmp_path / "05.ipynb"),
+                                    parameters=params, cwd=str(ROOT / "notebooks"), progress_bar=False)
+    printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stdout")
+    after = table.read_table_json(out)
+    accuracy = [[r[k] for k in ("method", "per_seed_miou", "miou_ci", "boundary_iou")] for r in before["rows"]]
+    assert [[r[k] for k in ("method", "per_seed_miou", "miou_ci", "boundary_iou")] for r in after["rows"]] == accuracy
+    history = after["latency"]["measurements"]
+    assert len(history) == 2 and after["latency"]["shown"] == min(history, key=lambda m: m["noise"])["time"]
+    shown = next(m for m in history if m["time"] == after["latency"]["shown"])
+    assert [r["latency_ms"] for r in after["rows"]] == [shown["rows"][r["method"]][0] for r in after["rows"]]
+    report_kept = shown["time"] == before["latency"]["time"]
+    assert ("shows the earlier table" in printed) == (not report_kept), printed
+    if report_kept:  # the report's table is still the files' table
+        assert table.table_markdown(after).split("\n\n")[0] == table.table_markdown(before).split("\n\n")[0]
+    partial = dict(after, partial=True, missing=[{"method": "feature", "label": "Feature-Based", "seeds": [0],
+                                                  "why": "not there", "notebook": "04_feature_kd"}])
+    assert files.write_results(partial, out).startswith("not written")
+    assert table.read_table_json(out) == after

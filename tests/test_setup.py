@@ -3,6 +3,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from helpers import config, runner, session
@@ -75,3 +76,62 @@ def test_readme_parameter_table_is_current():
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / "README.md").read_text()
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def _git(repo, *args):
+    import subprocess
+
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def _as_jupyterlab_saves_it(nb: dict) -> dict:
+    """`nb` after running it in JupyterLab and saving: outputs, counts, timings, the kernel's language info."""
+    nb = json.loads(json.dumps(nb))
+    for i, c in enumerate(c for c in nb["cells"] if c["cell_type"] == "code"):
+        c["execution_count"] = i + 1
+        c["outputs"] = [{"name": "stdout", "output_type": "stream", "text": ["run 'demo'\n"]},
+                        {"data": {"image/png": "iVBORw0KGgo=", "text/plain": ["<Figure>"]}, "metadata": {},
+                         "output_type": "display_data"}]
+        c["metadata"]["execution"] = {"iopub.execute_input": "2026-01-01T00:00:00Z"}
+    nb["metadata"]["language_info"] = {"codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py",
+                                       "mimetype": "text/x-python", "name": "python", "nbconvert_exporter": "python",
+                                       "pygments_lexer": "ipython3", "version": "3.11.9"}
+    from ipykernel.kernelspec import get_kernel_dict
+
+    nb["metadata"]["kernelspec"] = {"display_name": get_kernel_dict()["display_name"], "language": "python",
+                                    "name": "python3"}  # the pinned ipykernel's name for its kernel
+    nb["metadata"]["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    return nb
+
+
+def test_saving_a_notebook_with_outputs_leaves_git_clean(tmp_path):
+    """make setup's git filter (nbstripout, named by .gitattributes), set up in a scratch repository the
+    way setup does it: a notebook saved with outputs shows no diff, and `git add` stores it without them,
+    so nothing is staged. (`git status` lists the saved file until that `git add`: git takes a changed
+    file size for a change without running the filter.)"""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or shutil.which("make") is None:
+        pytest.skip("needs git and make")
+    repo, name = tmp_path / "repo", "notebooks/02_baseline.ipynb"
+    (repo / "notebooks").mkdir(parents=True)
+    for f in (".gitattributes", name):
+        shutil.copy(ROOT / f, repo / f)
+    _git(repo, "init", "-q")
+    for _ in range(2):  # idempotent: the second run changes nothing
+        subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), "git-filter"], cwd=repo, check=True)
+    assert (repo / ".gitattributes").read_text() == (ROOT / ".gitattributes").read_text()
+    assert "--keep-id" in _git(repo, "config", "filter.nbstripout.clean")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "clean notebook")
+    committed = (ROOT / name).read_text()
+    assert _git(repo, "show", f"HEAD:{name}") == committed                # a clean notebook passes unchanged
+    saved = _as_jupyterlab_saves_it(json.loads(committed))
+    (repo / name).write_text(json.dumps(saved, indent=1, ensure_ascii=False) + "\n")
+    assert "image/png" in (repo / name).read_text()
+    assert _git(repo, "diff") == ""                                           # the filtered file: no change
+    _git(repo, "add", "-A")
+    assert _git(repo, "status", "--porcelain") == ""                          # nothing to commit
+    assert _git(repo, "show", f":{name}") == committed                      # stored without outputs, ids kept

@@ -226,6 +226,11 @@ def test_pca_rgb_is_one_joint_projection():
     assert np.ptp(small[1]) < 0.5 * np.ptp(small[0])
     assert np.ptp(teaching.pca_rgb([0.2 * a])[0]) == pytest.approx(1.0)  # ...not in its own PCA
 
+    stretched = teaching.pca_rgb([a, 0.2 * a], per_map=True)  # per-map stretch: the faint copy in full contrast
+    np.testing.assert_allclose(stretched[1], stretched[0], atol=1e-6)
+    np.testing.assert_allclose(np.concatenate(teaching.pca_rgb([a, b], per_map=True)), stacked, atol=0.6)
+    assert all(np.allclose(m.reshape(-1, 3).min(0), 0) and np.allclose(m.reshape(-1, 3).max(0), 1) for m in stretched)
+
 
 # ----------------------------------------------------------------------------- figures
 
@@ -276,6 +281,26 @@ def test_feature_figure_titles_carry_the_hint_mse():
         assert f"{distill.hint_loss(f[None], teacher[None]).item():.3f}" in ax.get_title()
 
 
+def test_feature_figure_shows_the_structure_of_a_freshly_initialised_adapted_student():
+    """The untrained student's adapted map is ~100x weaker than a trained teacher's; on the joint colour
+    scale it was one flat colour. Each panel is stretched to its own range, so its noise shows."""
+    from helpers import training
+    from helpers.config import Config
+
+    cfg = Config()
+    student, teacher_net = training.initial_model(cfg), training.initial_model(cfg, "teacher")
+    image = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    before = teaching.features_of(student, image, adapter=training.initial_adapter(student, teacher_net, 0))
+    g = torch.Generator().manual_seed(1)
+    signal = torch.linspace(-1, 1, before.shape[1] * before.shape[2]).reshape(before.shape[1:])
+    teacher = 3 * torch.randn(before.shape[0], 1, 1, generator=g) * signal + torch.randn(before.shape, generator=g)
+    assert before.std() < 0.05 * teacher.std()  # the situation of notebook 04
+    fig = teaching.feature_figure(image, teaching.features_of(student, image), before, 0.5 * teacher, teacher)
+    panel = fig.axes[2].images[0].get_array()
+    assert "before" in fig.axes[2].get_title() and panel.reshape(-1, 3).std(0).min() > 0.1
+    assert "each stretched to its own range" in " ".join(fig.get_suptitle().split())  # the caption says so
+
+
 def test_cwd_channel_kl_matches_cwd_loss_and_figure_picks_the_most_varied_channel():
     torch.manual_seed(0)
     teacher, student = torch.randn(6, 8, 8), torch.randn(6, 4, 4)   # student resized as cwd_loss does
@@ -292,7 +317,7 @@ def test_cwd_channel_kl_matches_cwd_loss_and_figure_picks_the_most_varied_channe
     assert "channel 1" in teaching.cwd_channel_figure(student, teacher, 2.0, channel=1).axes[1].get_title()
 
 
-def test_temperature_widget_redraws_on_change(monkeypatch):
+def test_temperature_widget_starts_at_the_runs_temperature_and_redraws_on_change(monkeypatch):
     pytest.importorskip("ipywidgets")
     calls, real = [], teaching.soft_label_figure
 
@@ -301,10 +326,12 @@ def test_temperature_widget_redraws_on_change(monkeypatch):
         return real(*a, temperatures=temperatures)
 
     monkeypatch.setattr(teaching, "soft_label_figure", recorded)
-    box = teaching.temperature_widget(torch.randn(3, 8, 8), torch.randn(NUM_CLASSES, 8, 8), (0.5, 8.0))
+    image, logits = torch.randn(3, 8, 8), torch.randn(NUM_CLASSES, 8, 8)
+    box = teaching.temperature_widget(image, logits, 2.0, (0.5, 8.0))  # starts at the run's T
     slider, picture = box.children
-    assert (slider.min, slider.max) == (0.5, 8.0) and calls == [(1.0, slider.value)]
+    assert (slider.min, slider.max, slider.value) == (0.5, 8.0, 2.0) and calls == [(1.0, 2.0)]
     first = picture.value
     assert first[:8] == b"\x89PNG\r\n\x1a\n"
     slider.value = 2.5
     assert calls[-1] == (1.0, 2.5) and len(calls) == 2 and picture.value != first
+    assert teaching.temperature_widget(image, logits, 20.0, (0.5, 8.0)).children[0].value == 8.0  # clamped

@@ -179,3 +179,19 @@ def test_training_curves_draw_monitor_values_at_their_epochs():
     fig = plots.training_curves({"baseline": hist})
     line = fig.axes[1].get_lines()[0]
     assert list(line.get_xdata()) == [5, 10] and list(line.get_ydata()) == [0.2, 0.4]
+
+
+def test_training_curves_span_the_run_with_integer_ticks_for_a_single_monitor_point():
+    """A 2-epoch run whose monitor was measured once (epoch 2): the axes run 1..2, not 1.9..2.1."""
+    hist = {"epoch": [1, 2], "loss": [1.0, 0.8], "ce": [1.0, 0.8], "monitor_epoch": [2], "monitor_miou": [0.3]}
+    fig = plots.training_curves({"baseline": hist})
+    fig.canvas.draw()
+    for ax in fig.axes[:2]:
+        assert ax.get_xlim() == (1.0, 2.0)
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= 2]
+        assert ticks == [1.0, 2.0], ticks
+    assert plots.training_curves({"b": {**hist, "epoch": [], "loss": []}}).axes[1].get_xlim() == (1.0, 2.0)
+    assert plots.training_curves({"b": hist}, epochs=5).axes[1].get_xlim() == (1.0, 5.0)  # the run's epochs
+    one = {"epoch": [1], "loss": [1.0], "monitor_epoch": [1], "monitor_miou": [0.3]}  # a 1-epoch run: 0..1
+    assert plots.training_curves({"b": one}).axes[1].get_xlim() == (0.0, 1.0)
+    assert plots.training_curves({}).axes[0].get_xlim() == (0.0, 1.0)  # nothing to draw yet
