@@ -98,10 +98,17 @@ window.addEventListener('load', function () { setTimeout(function () {
                                (e.textContent || e.getAttribute('alt') || '').trim().slice(0, 60); });
   var external = performance.getEntriesByType('resource').map(function (r) { return r.name; })
     .filter(function (u) { return !/^(data|file|blob|about):/.test(u); });
+  var line = parseFloat(getComputedStyle(document.body).fontSize) || 16;
+  var formulas = Array.prototype.slice.call(document.querySelectorAll('math')).map(function (m) {
+    var r = m.getBoundingClientRect();
+    return {w: Math.round(r.width * 10) / 10, h: Math.round(r.height * 10) / 10,
+            block: m.getAttribute('display') === 'block', fraction: m.querySelector('mfrac') !== null,
+            text: (m.textContent || '').trim().slice(0, 40)};
+  });
   var pre = document.createElement('pre'); pre.id = '__check';
   pre.textContent = JSON.stringify({table: idx >= 0, table_first: idx === 0, images: imgs.length,
     broken: broken, code_hidden: input ? getComputedStyle(input).display === 'none' : null,
-    too_wide: wide, width: width, requests: external});
+    too_wide: wide, width: width, requests: external, formulas: formulas, font_px: line});
   document.body.appendChild(pre);
 }, 0); });
 </script>"""
@@ -115,7 +122,10 @@ def check_report_in_browser(html_path, timeout: float = 120, width: int = PRINT_
     page's first table, "images": number of <img>, "broken": srcs of images that did not load,
     "code_hidden": the first code input is hidden (None without code cells), "too_wide": tables,
     images, pre blocks and formulas that reach past the page's width, "width", "requests": every
-    resource the page fetched that is not inline (data:) or local, "seconds": wall time}.
+    resource the page fetched that is not inline (data:) or local, "formulas": the rendered box of
+    every <math> element ({"w", "h" in CSS px, "block": display math, "fraction": holds an <mfrac>,
+    "text"}; a formula that lost its MathML structure is an empty box: 0 high), "font_px": the body's
+    font size, "seconds": wall time}.
     Relative or http(s) image sources show up as broken: the page must stand alone offline.
     """
     html_path = Path(html_path)

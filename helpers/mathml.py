@@ -19,6 +19,9 @@ Display math is `<math display="block">` in `<span class="kd-math" style="displa
 report styles .kd-math: horizontal scroll for wide formulas). A formula that latex2mathml can't
 convert (an error, a TeX command it left as text, unbalanced braces) is shown as its original TeX
 in <code>, logged as a warning and appended to `failures`; it never raises.
+
+nbconvert's `HTMLExporter(embed_images=True)` must not be used on the result: it re-serialises each
+inline HTML tag on its own, which empties every <math> element (report.py explains).
 """
 from __future__ import annotations
 
@@ -131,3 +134,16 @@ def notebook_math_to_mathml(nb, failures: list | None = None) -> int:
         if cell.cell_type == "markdown":
             cell.source = _convert_text(cell.source, failures, converted)
     return len(converted)
+
+
+# A token element (identifier, operator, number, text) with text in it: what a formula's structure is made of.
+_TOKEN = re.compile(r"<m(?:i|o|n|text)\b[^>]*>\s*[^<\s]", re.IGNORECASE)
+_MATH_ELEMENT = re.compile(r"<math\b[^>]*>(.*?)</math>", re.IGNORECASE | re.DOTALL)
+
+
+def hollow_formulas(html_text: str) -> tuple[int, list[str]]:
+    """(number of <math> elements, the start of each one that holds no token element with text): a
+    formula that lost its structure, e.g. re-serialised tag by tag into `<math></math><mi></mi>x`, which
+    a browser shows as flat text after an empty formula."""
+    bodies = _MATH_ELEMENT.findall(html_text)
+    return len(bodies), [b[:80] for b in bodies if not _TOKEN.search(b)]

@@ -21,7 +21,7 @@ from urllib.parse import unquote
 from .analysis import analysis_text
 from .checkpoint import write_text_atomic
 from .errors import UserError
-from .mathml import markdown_math_to_mathml
+from .mathml import hollow_formulas, markdown_math_to_mathml
 from .table import TABLE_STEM, num, read_table_json, table_markdown
 
 DEFAULT_TITLE = "Knowledge distillation for semantic segmentation"
@@ -267,15 +267,36 @@ def _nbconvert_log() -> logging.Logger:
     return log
 
 
-# A <math> element with nothing inside: what HTML re-serialised tag by tag leaves of a formula.
-_EMPTY_MATH = re.compile(r"<math\b[^>]*>\s*</math>", re.IGNORECASE)
-
-
 def _find_notebook(path, run_dir: Path) -> Path:
     path = Path(path)
     if not path.is_absolute() and not path.exists() and (run_dir / path).exists():
         return run_dir / path
     return path
+
+
+def _export_html(merged, title: str, run_dir: Path) -> str:
+    """The merged notebook as one HTML page (our template); prints a line for each kind of damage
+    found in it: formulas left without their MathML structure, images not inlined."""
+    from nbconvert import HTMLExporter
+
+    # Not embed_images=True: nbconvert then re-parses each inline HTML tag of a markdown cell alone
+    # (IPythonRenderer.inline_html -> _html_embed_images, through BeautifulSoup), which closes every
+    # opening tag at once and drops every closing one, so <math><mi>x</mi></math> came out as
+    # <math></math><mi></mi>x (flat text). `_inline_local_images` has inlined the local images of
+    # markdown and outputs already; nbconvert embeds cell attachments whatever the setting.
+    exporter = HTMLExporter(template_name="lab", embed_images=False, raw_template=_TEMPLATE,
+                            log=_nbconvert_log())
+    body, _ = exporter.from_notebook_node(
+        merged, resources={"metadata": {"name": title, "path": str(run_dir)}})
+    total, hollow = hollow_formulas(body)
+    if hollow:
+        print(f"report.html: {len(hollow)} of {total} formula(s) lost their MathML structure (they show as flat text)")
+    leftovers = sorted({m.group(3)[:120] for m in _HTML_IMG.finditer(body)
+                        if not m.group(3).startswith("data:")})
+    if leftovers:
+        print(f"report.html: {len(leftovers)} image(s) could not be inlined (not found?): "
+              + ", ".join(leftovers))
+    return body
 
 
 def build_report(run_dir, notebooks: list, out_html=None, params: dict | None = None,
@@ -290,7 +311,6 @@ def build_report(run_dir, notebooks: list, out_html=None, params: dict | None = 
     Images are inlined as data: URIs; code cells are hidden until "Show code" is pressed.
     """
     import nbformat
-    from nbconvert import HTMLExporter
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -326,23 +346,7 @@ def build_report(run_dir, notebooks: list, out_html=None, params: dict | None = 
     if failures:
         print(f"report.html: {len(failures)} formula(s) shown as TeX (not convertible): " + "; ".join(failures))
 
-    # Not embed_images=True: nbconvert then re-parses each inline HTML tag of a markdown cell alone
-    # (IPythonRenderer.inline_html -> _html_embed_images, through BeautifulSoup), which closes every
-    # opening tag at once and drops every closing one, so <math><mi>x</mi></math> came out as
-    # <math></math><mi></mi>x (flat text). Local images are inlined above; attachments are embedded
-    # by nbconvert either way.
-    exporter = HTMLExporter(template_name="lab", embed_images=False, raw_template=_TEMPLATE,
-                            log=_nbconvert_log())
-    body, _ = exporter.from_notebook_node(
-        merged, resources={"metadata": {"name": title, "path": str(run_dir)}})
-    flat = len(_EMPTY_MATH.findall(body))
-    if flat:
-        print(f"report.html: {flat} formula(s) lost their MathML structure (empty <math> elements)")
-    leftovers = sorted({m.group(3)[:120] for m in _HTML_IMG.finditer(body)
-                        if not m.group(3).startswith("data:")})
-    if leftovers:
-        print(f"report.html: {len(leftovers)} image(s) could not be inlined (not found?): "
-              + ", ".join(leftovers))
+    body = _export_html(merged, title, run_dir)
     out_html.parent.mkdir(parents=True, exist_ok=True)
     return write_text_atomic(out_html, body)
 

@@ -84,8 +84,15 @@ def test_report_html_in_browser(smoke):
     assert html.is_file() and "Knowledge Distillation" in html.read_text()
     if browser.find_chromium() is None:
         pytest.skip("Chromium not installed (.ci/install-browser.sh installs it)")
+    from helpers.mathml import hollow_formulas
+
+    total, hollow = hollow_formulas(html.read_text())
+    assert total >= 20 and hollow == [], (total, hollow)  # every formula of the six notebooks keeps its MathML
     res = browser.check_report_in_browser(html)
     assert res["table"] and res["images"] > 5 and not res["broken"], res
+    assert len(res["formulas"]) == total and all(f["w"] > 3 and f["h"] > 5 for f in res["formulas"]), res["formulas"]
+    stacked = [f for f in res["formulas"] if f["block"] and f["fraction"]]
+    assert stacked and all(f["h"] > 1.5 * res["font_px"] for f in stacked), stacked  # fractions are set, not flat
     assert res["requests"] == [] and res["too_wide"] == [], res  # offline, and nothing past the page's width
     page = html.read_text()
     order = [page.find(s) for s in ('id="Comparison-table"', 'alt="mIoU of each method', 'id="What-the-numbers-say"',

@@ -155,6 +155,12 @@ def test_analysis_numbers_come_from_the_results():
 
 
 PNG_FILE_COLOR = (200, 30, 30)
+# The fixture's formulas (4 in all, with `$\mathrm{CE}$`): 02's loss as display math, 05's IoU in a
+# list item, and T^2 in a table cell.
+BASELINE_CE = (r"\mathcal{L}_{\text{baseline}} = \mathrm{CE}(z_s, y) = -\frac{1}{|\Omega|}\sum_{p\in\Omega}"
+               r"\log \operatorname{softmax}(z_s)_{p, y_p}")
+IOU = r"\mathrm{IoU}_c = \frac{TP_c}{TP_c + FP_c + FN_c}"
+N_FORMULAS = 4
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +185,9 @@ def run_dir(tmp_path_factory):
     nb1 = nbformat.v4.new_notebook()
     nb1.metadata["papermill"] = {"parameters": {"epochs": 2, "preset": "tiny"}}
     nb1.cells = [
-        nbformat.v4.new_markdown_cell("# Data\n\nA sample: ![sample](figs/sample.png)"),
+        nbformat.v4.new_markdown_cell("# Data\n\nA sample: ![sample](figs/sample.png)\n\n"
+                                      f"- per class: ${IOU}$\n\n| symbol | meaning |\n|---|---|\n"
+                                      "| $T^2$ | gradient scale |\n\nInline HTML stays: H<sub>2</sub>O."),
         nbformat.v4.new_code_cell("secret_code_marker = plot()", execution_count=1, outputs=[
             nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"}),
         ]),
@@ -199,7 +207,7 @@ def run_dir(tmp_path_factory):
             "gl": {"model_name": "HTMLModel", "state": {"value": "eval stale: 84%"}},
             "gone_layout": {"model_name": "LayoutModel", "state": {"visibility": "hidden"}}}}}
     nb2.cells = [
-        nbformat.v4.new_markdown_cell("# Baseline\n\nThe loss is $\\mathrm{CE}$."),
+        nbformat.v4.new_markdown_cell(f"# Baseline\n\nThe loss is $\\mathrm{{CE}}$:\n\n$${BASELINE_CE}$$"),
         nbformat.v4.new_code_cell("train()", execution_count=1, outputs=[
             nbformat.v4.new_output("stream", name="stdout", text="epoch 1 loss 0.93\n"),
             nbformat.v4.new_output("display_data", data={
@@ -260,6 +268,46 @@ def test_report_renders_in_chromium(report_html):
     assert check["code_hidden"] is True, check
 
 
+def test_final_page_keeps_every_formula_structured(report_html):
+    """The page a reader opens, not the converter's output: each <math> element still holds its
+    token elements (nbconvert's embed_images=True re-serialised them into flat text once)."""
+    from helpers.mathml import hollow_formulas
+
+    page = report_html.read_text(encoding="utf-8")
+    total, hollow = hollow_formulas(page)
+    assert total == N_FORMULAS and hollow == [], (total, hollow)
+    assert "<mfrac>" in page and "<msub>" in page and "&#8721;" in page or "∑" in page  # fraction, index, sum
+    assert "H<sub>2</sub>O" in page  # other inline HTML of a markdown cell survives too
+    assert re.search(r"<td[^>]*><math\b", page), "the formula in a table cell stays in its cell"
+
+
+def test_hollow_formulas_are_found():
+    from helpers.mathml import hollow_formulas
+
+    flat = '<math display="block"></math><mrow></mrow><mi></mi>x'  # what the broken export produced
+    assert hollow_formulas(flat) == (1, [""])
+    assert hollow_formulas("<math><mrow><mi>x</mi></mrow></math>") == (1, [])
+
+
+@needs_chromium
+def test_formulas_have_real_size_in_chromium(report_html):
+    check = browser.check_report_in_browser(report_html)
+    formulas = check["formulas"]
+    assert len(formulas) == N_FORMULAS, formulas
+    assert all(f["w"] > 5 and f["h"] > 5 for f in formulas), formulas
+    stacked = [f for f in formulas if f["fraction"]]
+    assert len(stacked) == 2 and all(f["h"] > 1.5 * check["font_px"] for f in stacked), (check["font_px"], stacked)
+
+
+@needs_chromium
+def test_browser_check_sees_flat_formulas(tmp_path):
+    page = tmp_path / "flat.html"
+    page.write_text('<html><body><p><math display="block"></math><mrow></mrow><mi></mi>x = 1</p>'
+                    '<p><math><mfrac><mi>a</mi><mi>b</mi></mfrac></math></p></body></html>')
+    flat, fraction = browser.check_report_in_browser(page)["formulas"]
+    assert flat["h"] == 0 and fraction["w"] > 0 and fraction["h"] > 0, (flat, fraction)
+
+
 @needs_chromium
 def test_browser_check_sees_broken_images(tmp_path):
     page = tmp_path / "bad.html"
@@ -275,6 +323,17 @@ def test_export_pdf(report_html, tmp_path):
     pdf = browser.export_pdf(report_html, tmp_path / "report.pdf")
     assert pdf == tmp_path / "report.pdf" and pdf.read_bytes()[:5] == b"%PDF-"
     assert pdf.stat().st_size > 10_000
+    if shutil.which("pdftotext") is None:
+        pytest.skip("poppler-utils not installed (.ci/install-browser.sh installs it)")
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    import unicodedata
+
+    # the formulas' symbols in the order the page sets them (a fraction's numerator sits on the line above
+    # the rest, its denominator and a sum's limits on the line below); math italic letters as plain ones
+    words = re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))
+    assert "IoUc=TPc+FPc+FNc" in words, words[-600:]
+    assert "Lbaseline=CE(zs,y)=−1∑logsoftmax(zs)p,yp|Ω|p∈Ω" in words, words[-600:]
+    assert "\\frac" not in text and "$$" not in text
 
 
 def test_export_pdf_without_chromium(report_html, tmp_path, monkeypatch, capsys):
