@@ -9,14 +9,13 @@ HERE   := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
 NB_VOLATILE := $(addprefix metadata.language_info.,codemirror_mode file_extension mimetype nbconvert_exporter \
                pygments_lexer version)
 
-.PHONY: setup git-filter report test test-fast lab clean-reports
+.PHONY: setup git-filter report lint test test-fast lab docs clean-reports
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -r requirements.txt
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet -e ".[notebook,dev]"   # pyproject.toml: the one list of pinned dependencies
 	$(MAKE) --no-print-directory git-filter
 	touch $(STAMP)
 
@@ -33,11 +32,18 @@ git-filter:
 report: $(STAMP)
 	$(BIN)/python -m helpers run --preset $(PRESET)
 
-test: $(STAMP)
+lint: $(STAMP)   # ruff: the linter and the formatter's check (line length 120, pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)   # the suite without the tests marked slow (notebooks, training runs)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+docs: $(STAMP)   # docs/parameters.md and environment.yml, generated from the code and pyproject.toml
+	$(BIN)/python -m helpers docs
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

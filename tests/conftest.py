@@ -1,4 +1,5 @@
 """Shared fixtures. Everything runs on the CPU with tiny data, so `make test` stays a few minutes."""
+
 import os
 from pathlib import Path
 
@@ -15,7 +16,7 @@ TINY_SPLITS = {"train": 12, "holdout": 4, "val": 6, "teacher": 60}
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
     """A tiny demo set in the VOC layout (generated once per test session)."""
-    from helpers import demo_data
+    from helpers.data import demo as demo_data
 
     root = tmp_path_factory.mktemp("demo")
     demo_data.generate(root, seed=0, size=32, splits=TINY_SPLITS, progress=False)
@@ -34,10 +35,27 @@ def tiny_cfg(demo_root, tmp_path):
     """A Config for seconds-long training on the tiny demo set."""
     from helpers.config import Config
 
-    return Config(run_name="t", checkpoints_dir=str(tmp_path / "ckpt"), reports_dir=str(tmp_path / "reports"),
-                  data_root=str(demo_root), demo_size=32, demo_scale=TINY_SCALE, crop_size=32, base_size=32, epochs=2, teacher_epochs=1,
-                  batch_size=4, warmup_iters=1, monitor_every=1, device="cpu", seeds=1, teacher_cache=False,
-                  bootstrap_resamples=100, latency_size=32, latency_min_time=0.01)
+    return Config(
+        run_name="t",
+        checkpoints_dir=str(tmp_path / "ckpt"),
+        reports_dir=str(tmp_path / "reports"),
+        data_root=str(demo_root),
+        demo_size=32,
+        demo_scale=TINY_SCALE,
+        crop_size=32,
+        base_size=32,
+        epochs=2,
+        teacher_epochs=1,
+        batch_size=4,
+        warmup_iters=1,
+        monitor_every=1,
+        device="cpu",
+        seeds=1,
+        teacher_cache=False,
+        bootstrap_resamples=100,
+        latency_size=32,
+        latency_min_time=0.01,
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -65,5 +83,5 @@ def count_epochs(monkeypatch) -> list:
         trained.append(signature.bind(*a, **k).arguments["epoch"])
         return real(*a, **k)
 
-    monkeypatch.setattr(training, "train_one_epoch", counted)
+    monkeypatch.setattr(training.loop, "train_one_epoch", counted)
     return trained

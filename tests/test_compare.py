@@ -1,4 +1,5 @@
 """The comparison and qualitative commands on tiny trained models: seeds, table files, figures."""
+
 import json
 import re
 import subprocess
@@ -9,30 +10,51 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import analysis, compare, costs, metrics, runs, table, training
-from helpers.voc import CLASSES
+from helpers import perf as costs
+from helpers import training
+from helpers.data.voc import CLASSES
+from helpers.evaluation import metrics
+from helpers.models import store as runs
+from helpers.results import analysis, compare, files
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "helpers", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "helpers", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
 def two_seeds(tmp_path_factory, demo_root):
     """Every student trained for seeds 0 and 1 (one epoch each) on the tiny demo set."""
     from conftest import TINY_SCALE
+
     from helpers.config import Config
 
     base = tmp_path_factory.mktemp("cmp")
-    cfg = Config(run_name="two", checkpoints_dir=str(base / "ckpt"), reports_dir=str(base / "reports"),
-                 data_root=str(demo_root), demo_size=32, demo_scale=TINY_SCALE, crop_size=32, base_size=32,
-                 epochs=1, teacher_epochs=1, batch_size=4, warmup_iters=1, device="cpu", seeds=2,
-                 bootstrap_resamples=100, latency_size=32, latency_min_time=0.01)
-    for method in compare.STUDENTS:
+    cfg = Config(
+        run_name="two",
+        checkpoints_dir=str(base / "ckpt"),
+        reports_dir=str(base / "reports"),
+        data_root=str(demo_root),
+        demo_size=32,
+        demo_scale=TINY_SCALE,
+        crop_size=32,
+        base_size=32,
+        epochs=1,
+        teacher_epochs=1,
+        batch_size=4,
+        warmup_iters=1,
+        device="cpu",
+        seeds=2,
+        bootstrap_resamples=100,
+        latency_size=32,
+        latency_min_time=0.01,
+    )
+    for method in cfg.students:
         for s in compare.seeds_of(cfg):
             training.fit(cfg, method, seed=s, progress=False)
     return cfg
@@ -43,14 +65,16 @@ def _fake_evals(cfg, n_images=30):
     rng = np.random.default_rng(0)
     c = len(CLASSES)
     evals = {}
-    keys = ["teacher"] + [m if s == cfg.seed else f"{m}_seed{s}"
-                          for m in compare.STUDENTS for s in compare.seeds_of(cfg)]
-    for i, key in enumerate(keys):
+    keys = ["teacher"] + [m if s == cfg.seed else f"{m}_seed{s}" for m in cfg.students for s in compare.seeds_of(cfg)]
+    for key in keys:
         cms = rng.integers(0, 20, size=(n_images, c, c)) + np.eye(c, dtype=np.int64) * rng.integers(20, 200)
         inter = rng.integers(0, 50, size=(n_images, c))
         bounds = np.stack([inter, inter + rng.integers(1, 30, size=(n_images, c))], axis=-1)
-        evals[key] = dict(metrics.summarize(cms, [f"val_{j:05d}" for j in range(n_images)]), per_image_cm=cms,
-                          per_image_boundary=bounds)
+        evals[key] = dict(
+            metrics.summarize(cms, [f"val_{j:05d}" for j in range(n_images)]),
+            per_image_cm=cms,
+            per_image_boundary=bounds,
+        )
     return evals
 
 
@@ -60,15 +84,24 @@ def test_table_delta_is_the_difference_of_its_mIoU_column(seeds, tmp_path, monke
     interval is seed-level with several seeds and says so; the image bootstrap with one seed."""
     from helpers.config import Config
 
-    cfg = Config(run_name="fake", reports_dir=str(tmp_path), device="cpu", seeds=seeds, bootstrap_resamples=200,
-                 latency_size=32)
+    cfg = Config(
+        run_name="fake", reports_dir=str(tmp_path), device="cpu", seeds=seeds, bootstrap_resamples=200, latency_size=32
+    )
     evals = _fake_evals(cfg)
-    models = {k: torch.nn.Conv2d(3, len(CLASSES), 1) for k in ("teacher",) + compare.STUDENTS}
-    monkeypatch.setattr(compare, "load_finished", lambda cfg, progress=True, partial=True: (models, evals, list(range(30)), []))
+    models = {k: torch.nn.Conv2d(3, len(CLASSES), 1) for k in ("teacher", *cfg.students)}
+    monkeypatch.setattr(
+        compare, "load_finished", lambda cfg, progress=True, partial=True: (models, evals, list(range(30)), [])
+    )
     monkeypatch.setattr(costs, "optimize_for_inference", lambda m, path, size: m)
     monkeypatch.setattr(costs, "gflops", lambda m, size: 0.1)
-    fake_lat = {"mean_ms": 1.0, "std_ms": 0.1, "device": "cpu", "threads": 1, "dtype": "float32",
-                "input_size": [1, 3, 32, 32]}
+    fake_lat = {
+        "mean_ms": 1.0,
+        "std_ms": 0.1,
+        "device": "cpu",
+        "threads": 1,
+        "dtype": "float32",
+        "input_size": [1, 3, 32, 32],
+    }
     monkeypatch.setattr(costs, "latency", lambda models, *a, **k: {m: dict(fake_lat) for m in models})
     results = compare.compare(cfg, progress=False)
     rows = {r["method"]: r for r in results["rows"]}
@@ -86,10 +119,12 @@ def test_table_delta_is_the_difference_of_its_mIoU_column(seeds, tmp_path, monke
         assert b["diff"] == pytest.approx(r["boundary_iou"] - rows["baseline"]["boundary_iou"], abs=1e-12)
         assert b["low"] <= b["diff"] <= b["high"] and r["boundary_ci"][0] <= r["boundary_iou"] <= r["boundary_ci"][1]
     keys = ["baseline"] + [f"baseline_seed{s}" for s in compare.seeds_of(cfg)[1:]]
-    per_seed = [np.nanmean(evals[k]["per_image_boundary"][..., 0].sum(0) / evals[k]["per_image_boundary"][..., 1].sum(0))
-                for k in keys]
+    per_seed = [
+        np.nanmean(evals[k]["per_image_boundary"][..., 0].sum(0) / evals[k]["per_image_boundary"][..., 1].sum(0))
+        for k in keys
+    ]
     assert rows["baseline"]["boundary_iou"] == pytest.approx(np.mean(per_seed))
-    data = table.read_table_json(tmp_path / "fake")
+    data = files.read_table_json(tmp_path / "fake")
     assert data["rows"][0]["per_seed_miou"] == rows[data["rows"][0]["method"]]["per_seed_miou"]
     text = analysis.analysis_text(results)
     if seeds == 1:
@@ -105,18 +140,33 @@ def test_table_delta_is_the_difference_of_its_mIoU_column(seeds, tmp_path, monke
 def test_compare_cli_with_two_seeds_shows_mean_and_std(two_seeds):
     cfg = two_seeds
     overrides = []
-    for k in ("checkpoints_dir", "reports_dir", "data_root", "demo_size", "demo_scale", "crop_size", "base_size",
-              "epochs", "teacher_epochs", "batch_size", "warmup_iters", "device", "seeds", "bootstrap_resamples",
-              "latency_size", "latency_min_time"):
+    for k in (
+        "checkpoints_dir",
+        "reports_dir",
+        "data_root",
+        "demo_size",
+        "demo_scale",
+        "crop_size",
+        "base_size",
+        "epochs",
+        "teacher_epochs",
+        "batch_size",
+        "warmup_iters",
+        "device",
+        "seeds",
+        "bootstrap_resamples",
+        "latency_size",
+        "latency_min_time",
+    ):
         overrides += ["-p", k, str(getattr(cfg, k))]
     res = cli("compare", "--run-name", cfg.run_name, *overrides)
     assert res.returncode == 0, res.stderr
     assert "COMPARISON TABLE" in res.stdout
     data = json.loads((Path(cfg.reports_dir) / cfg.run_name / "kd_comparison_results.json").read_text())
     rows = {r["method"]: r for r in data["rows"]}
-    for m in compare.STUDENTS:
+    for m in cfg.students:
         assert rows[m]["n_seeds"] == 2 and rows[m]["miou_std"] is not None
-    line = next(l for l in res.stdout.splitlines() if l.startswith("Response-Based"))
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("Response-Based"))
     assert re.search(r"\d\.\d{4} ± \d\.\d{4}", line), line  # mean ± std over the two seeds
     assert data["seeds"] == [0, 1]
 
@@ -124,8 +174,9 @@ def test_compare_cli_with_two_seeds_shows_mean_and_std(two_seeds):
 def test_qualitative_cli_writes_the_guide_layout(two_seeds, tmp_path):
     ckpt = runs.checkpoint_path(two_seeds, "response")
     out = tmp_path / "qualitative_results_response"
-    res = cli("qualitative", "--checkpoint", str(ckpt), "--output-dir", str(out), "--num-success", "3",
-              "--num-failure", "2")
+    res = cli(
+        "qualitative", "--checkpoint", str(ckpt), "--output-dir", str(out), "--num-success", "3", "--num-failure", "2"
+    )
     assert res.returncode == 0, res.stderr
     assert len(list((out / "successful_cases").glob("success_rank*_sample*_iou*.png"))) == 3
     assert len(list((out / "failure_cases").glob("failure_rank*_sample*_iou*.png"))) == 2

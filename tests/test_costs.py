@@ -1,11 +1,20 @@
 """Benchmarking: parameter and FLOP counts against hand formulas, latency, faster inference paths."""
+
 import pytest
 import torch
 from torch import nn
 
-from helpers.costs import (FLOP_CONVENTION, argmax_agreement, count_parameters, fold_conv_bn, format_params,
-                           gflops, latency, optimize_for_inference)
-from helpers.errors import UserError
+from helpers.core.errors import UserError
+from helpers.perf import (
+    FLOP_CONVENTION,
+    argmax_agreement,
+    count_parameters,
+    format_params,
+    gflops,
+    latency,
+    optimize_for_inference,
+)
+from helpers.perf.inference import fold_conv_bn
 
 
 def tiny_segnet(seed=0) -> nn.Sequential:
@@ -74,8 +83,7 @@ def test_gflops_restores_training_mode():
 
 def test_latency_measures_every_model_and_leaves_them_unchanged():
     a, b = tiny_segnet(0), tiny_segnet(1).train()
-    res = latency({"a": a, "b": b}, input_size=(1, 3, 32, 32), warmup=1, rounds=2,
-                  min_run_time=0.02)
+    res = latency({"a": a, "b": b}, input_size=(1, 3, 32, 32), warmup=1, rounds=2, min_run_time=0.02)
     assert set(res) == {"a", "b"}
     for r in res.values():
         assert r["mean_ms"] > 0 and r["std_ms"] >= 0 and r["runs"] >= 2
@@ -86,8 +94,7 @@ def test_latency_measures_every_model_and_leaves_them_unchanged():
 
 def test_latency_accepts_frozen_jit_models():
     jit = optimize_for_inference(tiny_segnet(), "jit", input_size=(1, 3, 32, 32))
-    res = latency({"jit": jit}, input_size=(1, 3, 32, 32), warmup=1, rounds=1, min_run_time=0.01,
-                  threads=1)
+    res = latency({"jit": jit}, input_size=(1, 3, 32, 32), warmup=1, rounds=1, min_run_time=0.01, threads=1)
     assert res["jit"]["mean_ms"] > 0 and res["jit"]["threads"] == 1
 
 

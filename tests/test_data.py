@@ -1,4 +1,5 @@
 """The data layer: demo generator, VOC layout, real-file format, joint transforms, sample checks."""
+
 import hashlib
 
 import numpy as np
@@ -6,9 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import data, demo_data, evaluation, training, voc
-from helpers.errors import UserError
-from helpers.transforms import eval_transform, train_transform
+from helpers import training
+from helpers.core.errors import UserError
+from helpers.data import demo as demo_data
+from helpers.data import loaders as data
+from helpers.data import voc
+from helpers.data.transforms import eval_transform, train_transform
+from helpers.evaluation import protocol as evaluation
 
 
 def _digest(root):
@@ -57,7 +62,7 @@ def test_demo_masks_use_voc_palette_and_void_borders(demo_root):
         obj = labels == c
         inner = obj[1:-1, 1:-1]
         for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
-            nb = labels[1 + dy: labels.shape[0] - 1 + dy, 1 + dx: labels.shape[1] - 1 + dx]
+            nb = labels[1 + dy : labels.shape[0] - 1 + dy, 1 + dx : labels.shape[1] - 1 + dx]
             assert not (inner & (nb != c) & (nb != 255)).any()
 
 
@@ -119,6 +124,7 @@ def test_crop_pads_mask_with_void():
 
 def _copy_tree(src, dst):
     import shutil
+
     shutil.copytree(src, dst)
     return dst / "VOCdevkit" / "VOC2012"
 
@@ -132,6 +138,7 @@ def test_missing_root_explains_layout(tmp_path):
 
 def test_tree_without_imagesets(demo_root, tmp_path):
     import shutil
+
     base = _copy_tree(demo_root, tmp_path / "d")
     shutil.rmtree(base / "ImageSets")
     with pytest.raises(UserError, match="lacks the folder 'ImageSets/Segmentation'"):
@@ -196,9 +203,21 @@ def test_one_code_path_trains_and_evaluates_on_the_real_voc_format(voc_sample, t
     """The real VOC file (500x375) through the same training loop and full-resolution evaluation."""
     from helpers.config import Config
 
-    cfg = Config(dataset="voc", data_root=str(voc_sample), checkpoints_dir=str(tmp_path), run_name="v",
-                 teacher_split="train", monitor_split="val", epochs=1, teacher_epochs=1, batch_size=1,
-                 crop_size=64, base_size=64, warmup_iters=1, device="cpu")
+    cfg = Config(
+        dataset="voc",
+        data_root=str(voc_sample),
+        checkpoints_dir=str(tmp_path),
+        run_name="v",
+        teacher_split="train",
+        monitor_split="val",
+        epochs=1,
+        teacher_epochs=1,
+        batch_size=1,
+        crop_size=64,
+        base_size=64,
+        warmup_iters=1,
+        device="cpu",
+    )
     model, history = training.fit(cfg, "response", progress=False)
     assert history["epoch"] == [1] and len(history["kd"]) == 1
     r = evaluation.evaluate(model, data.dataset(cfg, "val"))
@@ -241,12 +260,12 @@ def test_train_aug_without_sbd_says_how_to_get_it(demo_root, tmp_path):
 def test_collate_pads_cached_maps_of_different_sizes_without_moving_them():
     """VOC images differ in size, so do their cached maps: padded into one batch (edge repeated,
     geometry rescaled), each map must sample exactly as it does alone, borders and flips included."""
-    from helpers.transforms import collate_pad, sample_cached
+    from helpers.data.transforms import collate_pad, sample_cached
 
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(21, 5, 7, generator=g).half(), torch.randn(21, 8, 6, generator=g).half()
-    ga = torch.tensor([0.25, -1.1, 0.22, -1.05])   # runs past the right and bottom borders
-    gb = torch.tensor([-0.2, 0.95, 0.21, -1.0])    # a flipped crop
+    ga = torch.tensor([0.25, -1.1, 0.22, -1.05])  # runs past the right and bottom borders
+    gb = torch.tensor([-0.2, 0.95, 0.21, -1.0])  # a flipped crop
     img, mask = torch.zeros(3, 10, 10), torch.zeros(10, 10, dtype=torch.int64)
     images, masks, maps, geometry = collate_pad([(img, mask, a, ga), (img, mask, b, gb)])
     assert maps.shape == (2, 21, 8, 7) and maps.dtype == torch.float16 and images.shape == (2, 3, 10, 10)
@@ -263,33 +282,35 @@ def test_cached_maps_sample_where_the_online_teacher_looks_for_any_image_size(si
     map (pooled by `stride`), sampled at a random scale/crop/flip, equals the online teacher's output
     on the augmented crop (the crop itself) in the interior, to within uint8 rounding. The map of
     the old pooling (ceil_mode, extent taken as the image's) drifts toward the bottom-right."""
-    from helpers.transforms import TrainAugment, eval_transform, pool_map, sample_cached
+    from helpers.data.transforms import TrainAugment, eval_transform, pool_map, sample_cached
 
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
     ramp = np.stack([255 * xx / (w - 1), 255 * yy / (h - 1), np.full_like(xx, 128.0)], -1)
     image, labels = Image.fromarray(np.round(ramp).astype(np.uint8)), np.zeros((h, w), np.uint8)
-    full = eval_transform()(image, labels)[0][None]                  # what the teacher pass sees
-    aug, level = TrainAugment(64, 90, 220), 1 / 255 / 0.229          # one uint8 step, normalised
+    full = eval_transform()(image, labels)[0][None]  # what the teacher pass sees
+    aug, level = TrainAugment(64, 90, 220), 1 / 255 / 0.229  # one uint8 step, normalised
     cached, old = pool_map(full, stride)[0], torch.nn.functional.avg_pool2d(full, stride, ceil_mode=True)[0]
     worst, worst_old = 0.0, 0.0
     for s in range(12):
         torch.manual_seed(s)
-        crop, mask = aug(image, labels)                              # the online teacher's output
+        crop, mask = aug(image, labels)  # the online teacher's output
         torch.manual_seed(s)
         _, _, soft, geo = aug(image, labels, cached, stride)
         torch.manual_seed(s)
-        *_, geo_old = aug(image, labels, old)                        # old: map taken to cover the image
+        *_, geo_old = aug(image, labels, old)  # old: map taken to cover the image
         new = sample_cached(soft[None], geo[None], (64, 64))[0]
         was = sample_cached(old[None], geo_old[None], (64, 64))[0]
         # interior: crop pixels that lie 2 strides or more inside the image (not padding)
-        ox = ((geo[0] * torch.arange(64) + geo[1] + 1) / 2 * stride * soft.shape[-1] - 0.5)
-        oy = ((geo[2] * torch.arange(64) + geo[3] + 1) / 2 * stride * soft.shape[-2] - 0.5)
-        inside = ((oy > 2 * stride) & (oy < h - 2 * stride))[:, None] & ((ox > 2 * stride) & (ox < w - 2 * stride))[None]
+        ox = (geo[0] * torch.arange(64) + geo[1] + 1) / 2 * stride * soft.shape[-1] - 0.5
+        oy = (geo[2] * torch.arange(64) + geo[3] + 1) / 2 * stride * soft.shape[-2] - 0.5
+        inside = ((oy > 2 * stride) & (oy < h - 2 * stride))[:, None] & ((ox > 2 * stride) & (ox < w - 2 * stride))[
+            None
+        ]
         inside &= mask != 255
         assert inside.sum() > 200, s
         worst = max(worst, (new - crop)[:2, inside].abs().max().item() / level)
         worst_old = max(worst_old, (was - crop)[:2, inside].abs().max().item() / level)
     print(f"{size} stride {stride}: worst {worst:.2f} levels, old geometry {worst_old:.2f}")
-    assert worst < 1.2            # within rounding of the uint8 image and of its resized crop
+    assert worst < 1.2  # within rounding of the uint8 image and of its resized crop
     assert worst_old > 2 * worst  # the old geometry is measurably off: the test can tell

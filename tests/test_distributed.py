@@ -1,6 +1,7 @@
 """helpers/distributed.py with real `torchrun` jobs (2 CPU processes, Gloo) against the same work
 done in one process here: evaluation shards gathered exactly, DDP's averaged gradients, the
 per-process BatchNorm of a CPU run, the training order, a failing rank ending the job."""
+
 import os
 import subprocess
 import sys
@@ -13,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import distributed as D
-from helpers.errors import UserError
+from helpers.core.errors import UserError
+from helpers.scale import distributed as D
 
 ROOT = Path(__file__).resolve().parent.parent
 N_EVAL = 7  # odd: the two shards differ in size
@@ -23,6 +24,7 @@ STEPS, LR, TOL = 3, 0.1, 1e-6  # SGD steps (momentum 0.9) of 8 images; max |weig
 
 
 # --- shared by the torchrun job (which imports this module) and the single-process references ---
+
 
 def per_image_values(i: int) -> np.ndarray:
     """Image i's "confusion matrix": large int64 counts, so a float round trip would show."""
@@ -96,7 +98,7 @@ import sys, warnings
 import numpy as np, torch
 sys.path[:0] = [{root!r}, {tests!r}]
 import test_distributed as T
-from helpers import distributed as D
+from helpers.scale import distributed as D
 
 ctx = D.setup("cpu")
 out = {{"ctx": ctx, "again": D.setup("cpu")}}
@@ -126,7 +128,7 @@ out["bypass"] = D.unwrap(bypass).state_dict()
 ds, b = T.Indexed(), D.per_process_batch(T.GLOBAL_BATCH, ctx.world_size)
 out["batches"] = {{epoch: T.batches(torch.utils.data.DataLoader(
     ds, batch_size=b, sampler=D.train_sampler(ds, ctx, T.SEED, epoch), drop_last=True)) for epoch in (0, 1)}}
-out["broadcast"] = D.broadcast_object({{"rank": ctx.rank}}, ctx)
+out["broadcast"] = ctx.broadcast({{"rank": ctx.rank}})
 torch.save(out, f"out_{{ctx.rank}}.pt")
 D.teardown(ctx)
 """
@@ -135,8 +137,8 @@ FAILING = """
 import sys, time
 sys.path.insert(0, {root!r})
 import torch.distributed as dist
-from helpers import distributed as D
-from helpers.errors import UserError
+from helpers.scale import distributed as D
+from helpers.core.errors import UserError
 
 ctx = D.setup("cpu")
 with D.fail_together(ctx):
@@ -177,6 +179,7 @@ def max_diff(a: dict, b: dict) -> float:
 
 # 1. evaluation: shards and the exact gather
 
+
 def test_shards_gather_to_the_full_array_on_every_rank(job):
     full = np.stack([per_image_values(i) for i in range(N_EVAL)])
     assert job[0]["shard"] == [0, 2, 4, 6] and job[1]["shard"] == [1, 3, 5]  # no padding, no duplicate
@@ -189,13 +192,15 @@ def test_shards_gather_to_the_full_array_on_every_rank(job):
 
 def test_gather_refuses_indices_that_miss_or_repeat_images():
     ctx = D.Context()
-    assert np.array_equal(D.gather_per_image(np.arange(6).reshape(3, 2), D.shard(3, ctx), 3, ctx),
-                          np.arange(6).reshape(3, 2))
+    assert np.array_equal(
+        D.gather_per_image(np.arange(6).reshape(3, 2), D.shard(3, ctx), 3, ctx), np.arange(6).reshape(3, 2)
+    )
     with pytest.raises(ValueError, match="cover 2 of 3 images, 1 of them more than once"):
         D.gather_per_image(np.zeros((3, 2)), [0, 1, 1], 3, ctx)
 
 
 # 2. training: 2 processes x 4 images == 1 process x 8 images
+
 
 def test_ddp_steps_equal_one_process_on_the_whole_batch(job):
     one = train(Net(bn=False)).state_dict()
@@ -231,9 +236,10 @@ def test_cpu_batchnorm_is_per_process(job):
 
 # 3. the training order
 
+
 def test_rank_batches_are_the_single_process_batches(job):
     from helpers.config import Config
-    from helpers.data import loader
+    from helpers.data.loaders import loader
 
     ds, cfg = Indexed(), Config(batch_size=GLOBAL_BATCH, num_workers=0)
     for epoch in (0, 1):
@@ -246,7 +252,7 @@ def test_rank_batches_are_the_single_process_batches(job):
 
 def test_epoch_order_is_the_loaders_order():
     from helpers.config import Config
-    from helpers.data import loader
+    from helpers.data.loaders import loader
 
     cfg = Config(batch_size=1, num_workers=0)
     for seed, epoch in ((0, 0), (3, 7)):
@@ -255,8 +261,12 @@ def test_epoch_order_is_the_loaders_order():
 
 # 4. a failing rank ends the job
 
-@pytest.mark.parametrize("error, in_collective", [("UserError", True), ("RuntimeError", False)],
-                         ids=["user-error-peer-in-collective", "bug-peer-computing"])
+
+@pytest.mark.parametrize(
+    "error, in_collective",
+    [("UserError", True), ("RuntimeError", False)],
+    ids=["user-error-peer-in-collective", "bug-peer-computing"],
+)
 def test_a_failing_rank_ends_the_job_with_its_message(tmp_path, error, in_collective):
     result, seconds = torchrun(tmp_path, FAILING.format(root=str(ROOT), error=error, in_collective=in_collective))
     assert result.returncode != 0
@@ -267,6 +277,7 @@ def test_a_failing_rank_ends_the_job_with_its_message(tmp_path, error, in_collec
 
 
 # 5. the batch size, and the single-process case
+
 
 def test_per_process_batch_refuses_an_uneven_split():
     assert D.per_process_batch(8, 2) == 4 and D.per_process_batch(8, 1) == 8
@@ -282,7 +293,7 @@ def test_without_torchrun_everything_is_one_process(monkeypatch):
     net = Net(bn=True)
     assert D.wrap(net, ctx) is net and D.unwrap(net) is net
     assert D.train_sampler(Indexed(), ctx, SEED, 0) is None and D.shard(5, ctx) == range(5)
-    assert D.broadcast_object([1], ctx) == [1]
+    assert ctx.broadcast([1]) == [1]
     with pytest.raises(UserError), D.fail_together(ctx):
         raise UserError("propagates")
     D.teardown(ctx)

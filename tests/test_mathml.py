@@ -1,4 +1,5 @@
 """Formulas become MathML at build time, so the report renders them offline and in the PDF."""
+
 import logging
 import re
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import mathml
+from helpers.report import mathml
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 KD_LOSS = r"$$\mathcal{L} = (1-\alpha)\,\mathrm{CE} + \alpha T^2 \mathrm{KL}(p_T^t \| p_T^s)$$"
@@ -30,17 +31,20 @@ def test_display_math_may_span_lines_and_inline_math_may_wrap_once():
     assert fails == [] and out.count("<math") == 2 and "$x +\n\ny$" in out
 
 
-@pytest.mark.parametrize("text", [
-    "costs $5 and $6 today",          # currency: the closing $ is preceded by a space
-    "from $5-$10",                    # the closing $ is followed by a digit
-    "a $ b $ c",                      # the opening $ is followed by a space
-    r"a literal \$x\$ sign",          # escaped dollars
-    "code `$x$` here",
-    "code ``a ` $x$`` here",         # a two-backtick code span
-    "```\nprint('$x$')\n$$y$$\n```",  # fenced code
-    "~~~python\n$x$\n~~~",
-    "```\n$x$ never closed",          # an unclosed fence runs to the end
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "costs $5 and $6 today",  # currency: the closing $ is preceded by a space
+        "from $5-$10",  # the closing $ is followed by a digit
+        "a $ b $ c",  # the opening $ is followed by a space
+        r"a literal \$x\$ sign",  # escaped dollars
+        "code `$x$` here",
+        "code ``a ` $x$`` here",  # a two-backtick code span
+        "```\nprint('$x$')\n$$y$$\n```",  # fenced code
+        "~~~python\n$x$\n~~~",
+        "```\n$x$ never closed",  # an unclosed fence runs to the end
+    ],
+)
 def test_text_that_is_not_math_is_left_alone(text):
     out, fails = convert(text)
     assert out == text and fails == []
@@ -59,7 +63,15 @@ def test_unconvertible_tex_stays_visible_in_code_is_reported_and_logged(caplog):
     assert len(fails) == 3 and out.count("<code>") == 3 and out.count("<math") == 1
     assert r"<code>&#36;&#36;x &#92;big&#92;&#124; y&#36;&#36;</code>" in out
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 3
-    assert mathml.markdown_math_to_mathml(r"$\frac{a$") .startswith("<code>")  # no list: no crash
+    assert mathml.markdown_math_to_mathml(r"$\frac{a$").startswith("<code>")  # no list: no crash
+
+
+def convert_cells(nb, failures=None) -> int:
+    """The formulas of every markdown cell as the report converts them; returns how many became MathML."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = mathml.markdown_math_to_mathml(cell.source, failures)
+    return sum(c.source.count("<math") for c in nb.cells if c.cell_type == "markdown")
 
 
 def html_of(*cells):
@@ -67,15 +79,18 @@ def html_of(*cells):
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell(c) for c in cells]
-    n = mathml.notebook_math_to_mathml(nb)
+    n = convert_cells(nb)
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
-    return n, body[body.index("<body"):]  # (the template's head configures MathJax with "$$")
+    return n, body[body.index("<body") :]  # (the template's head configures MathJax with "$$")
 
 
 def test_mathml_survives_nbconvert_markdown():
-    n, body = html_of(f"Intro {KD_LOSS} after **bold**", "Inline $z_{s,p}^2 * a_1 * b_2$ and $\\text{*x* _y_}$",
-                      "- item $$\\frac{a_1}{b_2}$$ and\n- $|x|$ in a list\n\n> quoted $T_1$",
-                      "| a | b |\n|---|---|\n| $\\alpha|x|$ | 2 |")
+    n, body = html_of(
+        f"Intro {KD_LOSS} after **bold**",
+        "Inline $z_{s,p}^2 * a_1 * b_2$ and $\\text{*x* _y_}$",
+        "- item $$\\frac{a_1}{b_2}$$ and\n- $|x|$ in a list\n\n> quoted $T_1$",
+        "| a | b |\n|---|---|\n| $\\alpha|x|$ | 2 |",
+    )
     assert n == 7 and body.count("<math") == 7 and "$" not in body
     assert "<em>" not in body and body.count("<strong>") == 1  # nothing inside the MathML re-read as markdown
     assert body.count("<li>") == 2 and "<blockquote>" in body and body.count("<td>") == 2  # structure kept
@@ -96,7 +111,7 @@ def test_every_formula_of_the_notebooks_converts(name):
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     before = [c.source for c in nb.cells if c.cell_type == "markdown"]
     fails = []
-    n = mathml.notebook_math_to_mathml(nb, fails)
+    n = convert_cells(nb, fails)
     after = [c.source for c in nb.cells if c.cell_type == "markdown"]
     assert fails == [] and n == sum(s.count("<math") for s in after)
     assert n >= sum(s.count("$$") // 2 for s in before)

@@ -1,14 +1,19 @@
 """Notebooks behave the same in JupyterLab (kernel in notebooks/), papermill and the runner:
 relative paths mean the project root, evaluation only loads models, `force` is one function,
 and split names VOC lacks are refused before anything runs."""
+
 import uuid
 from pathlib import Path
 
 import pytest
 
-from helpers import config, paths, runner, runs, session, training
+from helpers import config, training
 from helpers.config import Config
-from helpers.errors import UserError
+from helpers.config import study as session
+from helpers.core import paths
+from helpers.core.errors import UserError
+from helpers.models import store as runs
+from helpers.report import runner
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -23,14 +28,22 @@ def test_relative_paths_mean_the_project_root_from_any_working_directory(tmp_pat
     monkeypatch.delenv(paths.ROOT_ENV, raising=False)
     for cwd in (tmp_path, NOTEBOOKS):
         monkeypatch.chdir(cwd)
-        cfg = Config(data_root="data/x", checkpoints_dir="ck", reports_dir="rep", sbd_root="data/voc/SBD",
-                     teacher_weights="checkpoints/t.pt")
+        cfg = Config(
+            data_root="data/x",
+            checkpoints_dir="ck",
+            reports_dir="rep",
+            sbd_root="data/voc/SBD",
+            teacher_weights="checkpoints/t.pt",
+        )
         assert cfg.data_root == str(ROOT / "data" / "x") and cfg.sbd_root == str(ROOT / "data" / "voc" / "SBD")
         assert runs.checkpoint_path(cfg, "baseline") == ROOT / "ck" / "demo" / "baseline.pt"
         assert cfg.reports_dir == str(ROOT / "rep") and cfg.teacher_weights == str(ROOT / "checkpoints" / "t.pt")
         stored = cfg.to_dict()  # what a checkpoint keeps: root-relative, as written
-        assert (stored["data_root"], stored["checkpoints_dir"], stored["teacher_weights"]) == \
-            ("data/x", "ck", "checkpoints/t.pt")
+        assert (stored["data_root"], stored["checkpoints_dir"], stored["teacher_weights"]) == (
+            "data/x",
+            "ck",
+            "checkpoints/t.pt",
+        )
         assert Config.from_dict(stored) == cfg
     elsewhere = tmp_path / "d"
     assert Config(data_root=str(elsewhere)).data_root == str(elsewhere)
@@ -40,8 +53,10 @@ def test_relative_paths_mean_the_project_root_from_any_working_directory(tmp_pat
     assert (plain.teacher_weights, plain.sbd_root) == ("scratch", "")  # not paths: untouched
     assert plain.to_dict()["checkpoints_dir"] == "checkpoints"  # the notebooks' default, as before
     # one teacher, however its file is written (the key names its cache and logit files)
-    assert Config(teacher_weights="checkpoints/t.pt").teacher_key() == \
-        Config(teacher_weights=str(ROOT / "checkpoints" / "t.pt")).teacher_key()
+    assert (
+        Config(teacher_weights="checkpoints/t.pt").teacher_key()
+        == Config(teacher_weights=str(ROOT / "checkpoints" / "t.pt")).teacher_key()
+    )
 
 
 def test_the_root_can_be_moved_for_tests(tmp_path, monkeypatch):
@@ -55,11 +70,15 @@ def test_the_root_can_be_moved_for_tests(tmp_path, monkeypatch):
 def test_a_checkpoint_written_with_absolute_paths_is_still_reused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = Config(teacher_weights="checkpoints/teachers/t.pt")
-    saved = {**cfg.to_dict(), "teacher_weights": str(ROOT / "checkpoints/teachers/t.pt"),
-             "data_root": str(ROOT / "data" / "demo"), "checkpoints_dir": str(ROOT / "checkpoints")}
-    training._check_settings(cfg, "response", {"config": saved}, "x.pt")  # the same files: no complaint
+    saved = {
+        **cfg.to_dict(),
+        "teacher_weights": str(ROOT / "checkpoints/teachers/t.pt"),
+        "data_root": str(ROOT / "data" / "demo"),
+        "checkpoints_dir": str(ROOT / "checkpoints"),
+    }
+    training.state.check_settings(cfg, "response", {"config": saved}, "x.pt")  # the same files: no complaint
     with pytest.raises(UserError, match=r"teacher_weights.*--force"):
-        training._check_settings(cfg, "response", {"config": {**saved, "teacher_weights": "other.pt"}}, "x.pt")
+        training.state.check_settings(cfg, "response", {"config": {**saved, "teacher_weights": "other.pt"}}, "x.pt")
 
 
 # --------------------------------------------------------------------------- VOC split names
@@ -110,7 +129,7 @@ def test_forget_deletes_every_seed_of_one_method(tiny_cfg):
 
 @pytest.mark.slow
 def test_train_force_on_the_command_line(tiny_cfg, demo_root, capsys):
-    from helpers.__main__ import main
+    from helpers.cli import main
 
     args = ["train", "--method", "baseline", "--preset", "smoke"]
     for k in ("checkpoints_dir", "data_root", "demo_size", "crop_size", "base_size", "device", "monitor_every"):
@@ -132,8 +151,14 @@ def _execute(name: str, out: Path, params: dict):
     import papermill
 
     return papermill.execute_notebook(
-        str(NOTEBOOKS / f"{name}.ipynb"), str(out / f"{name}.ipynb"), parameters=params, kernel_name="python3",
-        cwd=str(NOTEBOOKS), progress_bar=False, kernel_manager_class=runner._local_kernel_manager())
+        str(NOTEBOOKS / f"{name}.ipynb"),
+        str(out / f"{name}.ipynb"),
+        parameters=params,
+        kernel_name="python3",
+        cwd=str(NOTEBOOKS),
+        progress_bar=False,
+        kernel_manager_class=runner._local_kernel_manager(),
+    )
 
 
 @pytest.mark.slow
@@ -174,17 +199,31 @@ def test_notebooks_in_notebooks_folder_use_the_root_and_evaluation_never_trains(
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained or regenerated
     assert {p for p in ckpts.rglob("*.pt")} == {p for p in stamps if ckpts in p.parents}
     first = nbformat.read(tmp_path / "05_compare.ipynb", as_version=4).cells
-    setup_out = "".join(o.get("text", "") for c in first if "session.start" in c.source for o in c.outputs)
+    setup_out = "".join(o.get("text", "") for c in first if "study.start" in c.source for o in c.outputs)
     assert f"run '{run_name}' · settings: the run's record (last written by 02_baseline" in setup_out
     assert (root / "reports" / run_name / "kd_comparison_results.json").is_file()
     assert listing(NOTEBOOKS) == before  # nothing written under notebooks/
 
 
 def test_compare_command_only_loads(tmp_path, capsys):
-    from helpers.__main__ import main
+    from helpers.cli import main
 
-    assert main(["compare", "--run-name", "nothing", "-p", "checkpoints_dir", str(tmp_path / "c"),
-                 "-p", "data_root", str(tmp_path / "d")]) == 2
+    assert (
+        main(
+            [
+                "compare",
+                "--run-name",
+                "nothing",
+                "-p",
+                "checkpoints_dir",
+                str(tmp_path / "c"),
+                "-p",
+                "data_root",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "Run 'nothing' has no finished model for the teacher" in err and "04_feature_kd" in err
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()  # nothing trained or generated

@@ -1,4 +1,5 @@
 """End to end: the smoke preset through the runner (01 -> 06), the files it promises, reuse, failures."""
+
 import csv
 import json
 import re
@@ -9,59 +10,122 @@ from pathlib import Path
 
 import pytest
 
-from helpers import browser
+from helpers.report import browser
+from helpers.results import analysis, table
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
 def cli(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "helpers", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "helpers", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+# A KD method from outside the repository, as a course student writes it (README: "Add your own KD method").
+MY_KD = """
+from helpers.methods import register
+
+@register("logit_l1", label="Logit L1", teacher="logits", knobs={"eta": 1.0})
+def logit_l1(s, t, target, cfg):
+    valid = (target != 255).unsqueeze(1)
+    return cfg.eta * ((s.logits - t.logits).abs() * valid).sum() / valid.sum().clamp(min=1)
+"""
+STUDENTS = ["baseline", "response", "feature", "pairwise", "logit_l1"]
+LABELS = {
+    "baseline": "Without KD (Baseline)",
+    "response": "Response-Based",
+    "feature": "Feature-Based",
+    "pairwise": "Relation-Based (pair-wise)",
+    "logit_l1": "Logit L1",
+    "teacher": "Teacher (reference)",
+}
+NOTEBOOKS = [
+    "01_data",
+    "02_baseline",
+    "03_response_kd",
+    "04_feature_kd",
+    "05_compare",
+    "06_qualitative",
+    "07_your_own_method",
+]
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
+    """The smoke preset with the guide's three methods, the built-in relation method and a method file from
+    outside the repository (five rows), notebook 07 added to the report."""
     base = tmp_path_factory.mktemp("smoke")
-    args = ["run", "--preset", "smoke", "--out", str(base / "reports" / "smoke"),
-            "-p", "checkpoints_dir", str(base / "ckpt"), "-p", "data_root", str(base / "data")]
+    (base / "my_kd.py").write_text(MY_KD)
+    args = [
+        "run",
+        "--preset",
+        "smoke",
+        "--out",
+        str(base / "reports" / "smoke"),
+        "--with",
+        "07_your_own_method",
+        "-p",
+        "checkpoints_dir",
+        str(base / "ckpt"),
+        "-p",
+        "data_root",
+        str(base / "data"),
+        "-p",
+        "method_files",
+        str(base / "my_kd.py"),
+        "-p",
+        "students",
+        ",".join(STUDENTS),
+    ]
     t0 = time.perf_counter()
     first = cli(*args)
     assert first.returncode == 0, first.stdout + first.stderr
-    return {"base": base, "out": base / "reports" / "smoke", "args": args, "first": first,
-            "first_s": time.perf_counter() - t0}
+    return {
+        "base": base,
+        "out": base / "reports" / "smoke",
+        "args": args,
+        "first": first,
+        "first_s": time.perf_counter() - t0,
+    }
 
 
 def test_progress_line_per_notebook(smoke):
-    for i, name in enumerate(["01_data", "02_baseline", "03_response_kd", "04_feature_kd", "05_compare",
-                              "06_qualitative"], 1):
-        assert re.search(rf"\[{i}/6\] {name} .*done in [0-9.]+ s", smoke["first"].stdout), smoke["first"].stdout
+    for i, name in enumerate(NOTEBOOKS, 1):
+        assert re.search(rf"\[{i}/7\] {name} .*done in [0-9.]+ s", smoke["first"].stdout), smoke["first"].stdout
+    for method in ("pairwise", "logit_l1"):  # no notebook trains them for every seed: the runner, before 05
+        assert re.search(
+            rf"{method} \(.*\): every seed, before 05 .*\n{method} seed 0 epoch 1/1 loss=", smoke["first"].stdout
+        ), smoke["first"].stdout
 
 
 def test_table_files_agree(smoke):
     out = smoke["out"]
     data = json.loads((out / "kd_comparison_results.json").read_text())
     rows = {r["method"]: r for r in data["rows"]}
-    assert list(rows) == ["baseline", "response", "feature", "teacher"]
+    assert list(rows) == [*STUDENTS, "teacher"]
     txt = (out / "kd_comparison_results.txt").read_text()
     assert "Knowledge Distillation" in txt and "Inference Speed (ms)" in txt
-    for label, m in (("Without KD (Baseline)", "baseline"), ("Response-Based", "response"),
-                     ("Feature-Based", "feature")):
-        line = next(l for l in txt.splitlines() if l.startswith(label))
+    for m in STUDENTS:
+        line = next(ln for ln in txt.splitlines() if ln.startswith(LABELS[m]))
         assert f"{rows[m]['miou']:.4f}" in line and rows[m]["params_str"] in line
-    assert rows["baseline"]["params"] == rows["response"]["params"] == rows["feature"]["params"]
+    assert len({rows[m]["params"] for m in STUDENTS}) == 1
     with open(out / "kd_comparison_results.csv") as f:
         for r in csv.DictReader(f):
             assert abs(float(r["miou"]) - rows[r["method"]]["miou"]) < 1e-9
     md = (out / "kd_comparison_results.md").read_text()
     assert "| Knowledge Distillation |" in md
-    for m in ("response", "feature"):
-        d = rows[m]["diff_vs_baseline"]
-        assert d["low"] <= d["diff"] <= d["high"]
+    for m in STUDENTS[1:]:  # every KD row: Δ with its interval, boundary IoU and its Δ, latency
+        d, b = rows[m]["diff_vs_baseline"], rows[m]["boundary_diff_vs_baseline"]
+        assert d["low"] <= d["diff"] <= d["high"] and b["low"] <= b["diff"] <= b["high"]
+        assert rows[m]["latency_ms"] > 0 and rows[m]["iou_per_class"]
+        assert f"{LABELS[m]} vs Without KD" in analysis.analysis_text(data)
+    assert set(table.class_deltas(data)) == {LABELS[m] for m in STUDENTS[1:]}
 
 
 def test_qualitative_folders(smoke):
-    for method in ("baseline", "response", "feature", "teacher"):
+    for method in [*STUDENTS, "teacher"]:
         d = smoke["out"] / f"qualitative_results_{method}"
         ok = sorted((d / "successful_cases").glob("*.png"))
         bad = sorted((d / "failure_cases").glob("*.png"))
@@ -84,7 +148,7 @@ def test_report_html_in_browser(smoke):
     assert html.is_file() and "Knowledge Distillation" in html.read_text()
     if browser.find_chromium() is None:
         pytest.skip("Chromium not installed (.ci/install-browser.sh installs it)")
-    from helpers.mathml import hollow_formulas
+    from helpers.report.mathml import hollow_formulas
 
     total, hollow = hollow_formulas(html.read_text())
     assert total >= 20 and hollow == [], (total, hollow)  # every formula of the six notebooks keeps its MathML
@@ -95,9 +159,19 @@ def test_report_html_in_browser(smoke):
     assert stacked and all(f["h"] > 1.5 * res["font_px"] for f in stacked), stacked  # fractions are set, not flat
     assert res["requests"] == [] and res["too_wide"] == [], res  # offline, and nothing past the page's width
     page = html.read_text()
-    order = [page.find(s) for s in ('id="Comparison-table"', 'alt="mIoU of each method', 'id="What-the-numbers-say"',
-                                    'id="The-same-images-across-models"', 'id="Contents"', "<details><summary>Parameters",
-                                    "<details><summary>Environment", 'id="nb-1"')]
+    order = [
+        page.find(s)
+        for s in (
+            'id="Comparison-table"',
+            'alt="mIoU of each method',
+            'id="What-the-numbers-say"',
+            'id="The-same-images-across-models"',
+            'id="Contents"',
+            "<details><summary>Parameters",
+            "<details><summary>Environment",
+            'id="nb-1"',
+        )
+    ]
     assert -1 not in order and order == sorted(order), order  # the report opens like a results section
 
 
@@ -121,20 +195,98 @@ def test_report_pdf_page_by_page(smoke, tmp_path):
     assert "$$" not in text and "\\mathcal" not in text and "\\frac" not in text  # formulas rendered
 
 
+def test_a_method_file_is_in_the_report_and_works_in_every_command(smoke, tmp_path):
+    """The method of a file outside the repository, with no other edit: in the report and 07's outputs, and
+    `train`, `sweep`, `compare`, `check-method` and the bench take it like a built-in method."""
+    page = (smoke["out"] / "report.html").read_text()
+    assert page.count("Logit L1") >= 4 and "Relation-Based (pair-wise)" in page  # table, Δ, boundary, analysis
+    assert "07_your_own_method" in page and "Logit MSE" in page and "breaks the contract" not in page
+    common = [
+        "-p",
+        "checkpoints_dir",
+        str(smoke["base"] / "ckpt"),
+        "-p",
+        "data_root",
+        str(smoke["base"] / "data"),
+        "-p",
+        "method_files",
+        str(smoke["base"] / "my_kd.py"),
+    ]
+    trained = cli(
+        "train", "--preset", "smoke", "--method", "logit_l1", "-p", "run_name", "cmds", "-p", "eta", "2", *common
+    )
+    assert trained.returncode == 0 and "saved" in trained.stdout, trained.stderr
+    typo = cli("train", "--preset", "smoke", "--method", "logit_l2", *common)
+    assert typo.returncode == 2 and "did you mean 'logit_l1'" in typo.stderr
+    checked = cli("check-method", "logit_l1", "--preset", "smoke", *common)
+    assert checked.returncode == 0 and "✓ void pixels send no gradient" in checked.stdout, checked.stderr
+    swept = cli(
+        "sweep",
+        "--preset",
+        "smoke",
+        "--method",
+        "logit_l1",
+        "--grid",
+        "eta=0.5,2",
+        "--seeds",
+        "1",
+        "--out",
+        str(tmp_path / "sweep"),
+        *common,
+    )
+    assert swept.returncode == 0, swept.stderr
+    assert "eta=0.5" in swept.stdout and "eta=2" in swept.stdout and "baseline (no KD)" in swept.stdout
+    from helpers.perf import bench
+
+    overrides = {
+        "checkpoints_dir": str(smoke["base"] / "ckpt"),
+        "data_root": str(smoke["base"] / "data"),
+        "method_files": [str(smoke["base"] / "my_kd.py")],
+        "students": ["baseline", "pairwise", "logit_l1"],
+    }
+    r = bench.main(
+        preset="smoke",
+        overrides=overrides,
+        image_size=32,
+        batch_size=4,
+        out=tmp_path / "bench.json",
+        rounds=1,
+        steps=1,
+        warmup=1,
+        data_steps=1,
+        workers=(0,),
+        epoch_images=0,
+        latency_rounds=1,
+        latency_min_time=0.01,
+        agreement_images=1,
+        int8=False,
+        verbose=False,
+    )
+    assert r["step_kinds"] == ["baseline", "pairwise", "logit_l1", "logit_l1_cached"]
+    assert set(r["efficiency"]) == {"pairwise", "logit_l1"}
+
+
 def test_second_run_reuses_checkpoints(smoke):
     ckpts = sorted((smoke["base"] / "ckpt").rglob("*.pt"))
-    assert len(ckpts) == 4  # teacher + three students
+    ckpts = [p for p in ckpts if p.parent.name in ("smoke", "teachers")]
+    assert len(ckpts) == 1 + len(STUDENTS) + 1  # the teacher, one seed of every student, 07's logit_mse
     before = {p: p.stat().st_mtime_ns for p in ckpts}
-    from helpers import runner  # the training notebooks again, in this process (05/06 only load)
+    from helpers.report import runner  # the training notebooks again, in this process (05/06 only load)
 
     overrides = {"checkpoints_dir": str(smoke["base"] / "ckpt"), "data_root": str(smoke["base"] / "data")}
-    runner.run("smoke", out_dir=smoke["base"] / "again" / "smoke", overrides=overrides,
-               notebooks=("02_baseline", "03_response_kd", "04_feature_kd"), report=False, log=lambda *a, **k: None)
+    runner.run(
+        "smoke",
+        out_dir=smoke["base"] / "again" / "smoke",
+        overrides=overrides,
+        notebooks=("02_baseline", "03_response_kd", "04_feature_kd"),
+        report=False,
+        log=lambda *a, **k: None,
+    )
     assert {p: p.stat().st_mtime_ns for p in ckpts} == before
 
 
 def test_bad_parameter_is_refused_before_anything_runs(tmp_path, capsys):
-    from helpers.__main__ import main
+    from helpers.cli import main
 
     assert main(["run", "--preset", "smoke", "--out", str(tmp_path / "r" / "x"), "-p", "epoch", "3"]) == 2
     err = capsys.readouterr().err
@@ -146,9 +298,28 @@ def test_bad_parameter_is_refused_before_anything_runs(tmp_path, capsys):
 
 def test_failing_notebook_is_named(tmp_path):
     out = tmp_path / "reports" / "broken"
-    res = cli("run", "--preset", "smoke", "--out", str(out), "-p", "dataset", "voc",
-              "-p", "teacher_split", "train", "-p", "monitor_split", "val",  # (the demo's splits are refused)
-              "-p", "data_root", str(tmp_path / "no-voc-here"), "-p", "checkpoints_dir", str(tmp_path / "c"))
+    res = cli(
+        "run",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "-p",
+        "dataset",
+        "voc",
+        "-p",
+        "teacher_split",
+        "train",
+        "-p",
+        "monitor_split",
+        "val",  # (the demo's splits are refused)
+        "-p",
+        "data_root",
+        str(tmp_path / "no-voc-here"),
+        "-p",
+        "checkpoints_dir",
+        str(tmp_path / "c"),
+    )
     assert res.returncode == 2
     assert "Notebook 01_data failed in cell" in res.stderr and "does not exist" in res.stderr
     assert (out / "01_data.ipynb").is_file() and not (out / "02_baseline.ipynb").exists()
@@ -160,9 +331,14 @@ def test_executed_notebooks_print_no_warnings(smoke):
 
     for path in sorted(smoke["out"].glob("0*.ipynb")):
         nb = nbformat.read(path, as_version=4)
-        noise = [o.get("text", "")[:200] for c in nb.cells for o in c.get("outputs", [])
-                 if o.get("output_type") == "stream" and o.get("name") == "stderr"
-                 and ("warn" in o.get("text", "").lower() or "error" in o.get("text", "").lower())]
+        noise = [
+            o.get("text", "")[:200]
+            for c in nb.cells
+            for o in c.get("outputs", [])
+            if o.get("output_type") == "stream"
+            and o.get("name") == "stderr"
+            and ("warn" in o.get("text", "").lower() or "error" in o.get("text", "").lower())
+        ]
         assert noise == [], (path.name, noise)
 
 
@@ -172,17 +348,30 @@ def test_a_rerun_of_05_keeps_the_report_and_its_files_in_step(smoke, tmp_path):
     notebook says so. Then a partial comparison never replaces the complete table."""
     import papermill
 
-    from helpers import files, table
+    from helpers.results import files, table
 
     out = smoke["out"]
-    before = table.read_table_json(out)
-    params = {"preset": "smoke", "run_name": "smoke",
-              "overrides": {"checkpoints_dir": str(smoke["base"] / "ckpt"), "data_root": str(smoke["base"] / "data"),
-                            "reports_dir": str(out.parent)}}
-    nb = papermill.execute_notebook(str(ROOT / "notebooks" / "05_compare.ipynb"), str(tmp_path / "05.ipynb"),
-                                    parameters=params, cwd=str(ROOT / "notebooks"), progress_bar=False)
+    before = files.read_table_json(out)
+    params = {
+        "preset": "smoke",
+        "run_name": "smoke",
+        "overrides": {
+            "checkpoints_dir": str(smoke["base"] / "ckpt"),
+            "data_root": str(smoke["base"] / "data"),
+            "reports_dir": str(out.parent),
+            "method_files": [str(smoke["base"] / "my_kd.py")],
+            "students": STUDENTS,
+        },
+    }
+    nb = papermill.execute_notebook(
+        str(ROOT / "notebooks" / "05_compare.ipynb"),
+        str(tmp_path / "05.ipynb"),
+        parameters=params,
+        cwd=str(ROOT / "notebooks"),
+        progress_bar=False,
+    )
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stdout")
-    after = table.read_table_json(out)
+    after = files.read_table_json(out)
     accuracy = [[r[k] for k in ("method", "per_seed_miou", "miou_ci", "boundary_iou")] for r in before["rows"]]
     assert [[r[k] for k in ("method", "per_seed_miou", "miou_ci", "boundary_iou")] for r in after["rows"]] == accuracy
     history = after["latency"]["measurements"]
@@ -193,7 +382,20 @@ def test_a_rerun_of_05_keeps_the_report_and_its_files_in_step(smoke, tmp_path):
     assert ("shows the earlier table" in printed) == (not report_kept), printed
     if report_kept:  # the report's table is still the files' table
         assert table.table_markdown(after).split("\n\n")[0] == table.table_markdown(before).split("\n\n")[0]
-    partial = dict(after, partial=True, missing=[{"method": "feature", "label": "Feature-Based", "seeds": [0],
-                                                  "why": "not there", "notebook": "04_feature_kd"}])
+    partial = dict(
+        after,
+        partial=True,
+        missing=[
+            {
+                "method": "feature",
+                "label": "Feature-Based",
+                "seeds": [0],
+                "why": "not there",
+                "notebook": "04_feature_kd",
+            }
+        ],
+    )
     assert files.write_results(partial, out).startswith("not written")
-    assert table.read_table_json(out) == after
+    fewer = dict(after, rows=[r for r in after["rows"] if r["method"] != "logit_l1"])  # a run of fewer students
+    assert "one of fewer methods" in files.write_results(fewer, out)
+    assert files.read_table_json(out) == after

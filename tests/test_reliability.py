@@ -1,9 +1,9 @@
 """What a user meets when things go wrong: a damaged, foreign or unsafe checkpoint, the wrong model,
 no GPU, a diverging loss, a full disk, a run killed mid-write, two runs side by side. Each is a
 UserError whose message says what happened and what to do, and nothing good is lost."""
+
 import argparse
 import errno
-import io
 import json
 import os
 import signal
@@ -14,11 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import count_epochs
-from helpers import checkpoint, runs, runtime, table, training
-from helpers.errors import UserError
+
+from helpers import training
+from helpers.core import checkpoint, runtime
+from helpers.core.errors import UserError
 from helpers.models import build_model
+from helpers.models import store as runs
+from helpers.results import files
 
 ROOT = Path(__file__).resolve().parent.parent
 UNPICKLED = []  # filled if loading a checkpoint ever ran code from it
@@ -41,27 +44,39 @@ def same_weights(a: dict, b: dict) -> bool:
 
 
 def good_checkpoint(tmp_path) -> Path:
-    return checkpoint.save({"model": build_model("compact_s").state_dict(), "arch": "compact_s",
-                            "num_classes": 21, "config": {"dataset": "demo"}}, tmp_path / "good.pt")
+    return checkpoint.save(
+        {
+            "model": build_model("compact_s").state_dict(),
+            "arch": "compact_s",
+            "num_classes": 21,
+            "config": {"dataset": "demo"},
+        },
+        tmp_path / "good.pt",
+    )
 
 
 # --- damaged and foreign files -------------------------------------------------------------------
+
 
 def test_a_truncated_checkpoint_is_named_and_kept(tiny_cfg):
     training.fit(tiny_cfg, "baseline", progress=False, stop_after_epoch=1)
     path = runs.checkpoint_path(tiny_cfg, "baseline")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    for attempt in (lambda: checkpoint.load(path), lambda: runs.load_model(path),
-                    lambda: training.fit(tiny_cfg, "baseline", progress=False)):
+    for attempt in (
+        lambda: checkpoint.load(path),
+        lambda: runs.load_model(path),
+        lambda: training.fit(tiny_cfg, "baseline", progress=False),
+    ):
         with pytest.raises(UserError, match="is truncated or not a PyTorch checkpoint") as e:
             attempt()
         assert str(path) in str(e.value) and "Delete it and train again" in str(e.value)
     assert path.read_bytes() == data[: len(data) // 2]  # not silently replaced or deleted
 
 
-@pytest.mark.parametrize("content", [os.urandom(3000), b"", b"just some text\n" * 20],
-                         ids=["random-bytes", "empty", "text"])
+@pytest.mark.parametrize(
+    "content", [os.urandom(3000), b"", b"just some text\n" * 20], ids=["random-bytes", "empty", "text"]
+)
 def test_a_file_that_is_not_a_checkpoint_is_refused_as_such(tmp_path, content):
     path = tmp_path / "model.pt"
     path.write_bytes(content)
@@ -96,8 +111,15 @@ def test_a_checkpoint_that_needs_arbitrary_unpickling_is_refused(tmp_path, obj):
 
 def test_a_checkpoint_of_another_architecture_is_explained(tiny_cfg, tmp_path):
     # a checkpoint whose weights don't fit the model its header names (10 classes, says 21)
-    path = checkpoint.save({"model": build_model("compact_s", 10).state_dict(), "arch": "compact_s",
-                            "num_classes": 21, "config": {"dataset": "demo"}}, tmp_path / "odd.pt")
+    path = checkpoint.save(
+        {
+            "model": build_model("compact_s", 10).state_dict(),
+            "arch": "compact_s",
+            "num_classes": 21,
+            "config": {"dataset": "demo"},
+        },
+        tmp_path / "odd.pt",
+    )
     with pytest.raises(UserError, match="holds a 'compact_s' model with 21 classes") as e:
         runs.load_model(path)
     assert str(path) in str(e.value) and "size mismatch for classifier.weight" in str(e.value)
@@ -129,8 +151,9 @@ def test_asking_for_cuda_without_a_gpu_says_so(tiny_cfg):
 
 # --- failures during training --------------------------------------------------------------------
 
+
 def test_a_diverging_loss_names_epoch_step_and_parts_and_keeps_the_last_epoch(tiny_cfg, monkeypatch):
-    real = training.distill_loss
+    real = training.loop.objective
     calls = []
 
     def nan_at_epoch2_step2(*a, **k):
@@ -141,7 +164,7 @@ def test_a_diverging_loss_names_epoch_step_and_parts_and_keeps_the_last_epoch(ti
             parts["loss"] = parts["ce"]
         return parts
 
-    monkeypatch.setattr(training, "distill_loss", nan_at_epoch2_step2)
+    monkeypatch.setattr(training.loop, "objective", nan_at_epoch2_step2)
     with pytest.raises(UserError, match=r"diverged at epoch 2, step 2") as e:
         training.fit(tiny_cfg, "baseline", progress=False)
     msg = str(e.value)
@@ -151,7 +174,7 @@ def test_a_diverging_loss_names_epoch_step_and_parts_and_keeps_the_last_epoch(ti
     assert state["epoch"] == 1 and not state["complete"]
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
-    monkeypatch.setattr(training, "distill_loss", real)
+    monkeypatch.setattr(training.loop, "objective", real)
     trained = count_epochs(monkeypatch)
     resumed, history = training.fit(tiny_cfg, "baseline", progress=False)
     assert history["epoch"] == [1, 2] and trained == [1]  # resumed from the kept epoch 1
@@ -186,7 +209,8 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_no_temp_files(tiny_cfg, m
 KILLED_RUN = """
 import io, json, sys, time, torch
 torch.set_num_threads(1)
-from helpers import checkpoint, training
+from helpers.core import checkpoint
+from helpers import training
 from helpers.config import Config
 cfg = Config.from_dict(json.loads(sys.argv[1]))
 real, calls = torch.save, []
@@ -207,8 +231,12 @@ training.fit(cfg, "baseline", progress=False)
 def test_kill_9_while_writing_a_checkpoint_then_resume(tiny_cfg, monkeypatch):
     cfg = tiny_cfg.replace(epochs=3)
     path = runs.checkpoint_path(cfg, "baseline")
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, json.dumps(cfg.to_dict())], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, json.dumps(cfg.to_dict())],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         temps = []
@@ -287,14 +315,14 @@ def test_offline_torchvision_weights_say_where_to_put_the_file(monkeypatch):
 
 
 def test_cuda_out_of_memory_suggests_a_smaller_batch_and_keeps_the_last_epoch(tiny_cfg, monkeypatch):
-    real = training.train_one_epoch
+    real = training.loop.train_one_epoch
 
     def oom_in_epoch_2(*a, **k):
-        if (a[10] if len(a) > 10 else k["epoch"]) == 1:
+        if (a[2] if len(a) > 2 else k["epoch"]) == 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*a, **k)
 
-    monkeypatch.setattr(training, "train_one_epoch", oom_in_epoch_2)
+    monkeypatch.setattr(training.loop, "train_one_epoch", oom_in_epoch_2)
     with pytest.raises(UserError, match=r"ran out of memory .* batch_size=4 .* smaller batch_size \(e\.g\. 2\)"):
         training.fit(tiny_cfg, "baseline", progress=False)
     assert checkpoint.load(runs.checkpoint_path(tiny_cfg, "baseline"))["epoch"] == 1
@@ -302,13 +330,32 @@ def test_cuda_out_of_memory_suggests_a_smaller_batch_and_keeps_the_last_epoch(ti
 
 def test_a_full_disk_while_writing_the_report_keeps_the_previous_table(tmp_path, monkeypatch):
 
-    rows = [{"method": m, "label": m, "miou": 0.5, "miou_std": None, "n_seeds": 1, "pixel_acc": 0.9,
-             "iou_per_class": {}, "params": 10, "params_str": "10", "gflops": 0.1, "latency_ms": 1.0,
-             "latency_std_ms": 0.1, "arch": "a", "diff_vs_baseline": None}
-            for m in ("baseline", "response", "feature", "teacher")]
-    results = {"rows": rows, "latency": {"device": "cpu", "threads": 1, "dtype": "float32",
-                                         "input_size": [1, 3, 8, 8], "path": "eager"}, "protocol": "p", "run": "r"}
-    paths = table.write_table_files(results, tmp_path)
+    rows = [
+        {
+            "method": m,
+            "label": m,
+            "miou": 0.5,
+            "miou_std": None,
+            "n_seeds": 1,
+            "pixel_acc": 0.9,
+            "iou_per_class": {},
+            "params": 10,
+            "params_str": "10",
+            "gflops": 0.1,
+            "latency_ms": 1.0,
+            "latency_std_ms": 0.1,
+            "arch": "a",
+            "diff_vs_baseline": None,
+        }
+        for m in ("baseline", "response", "feature", "teacher")
+    ]
+    results = {
+        "rows": rows,
+        "latency": {"device": "cpu", "threads": 1, "dtype": "float32", "input_size": [1, 3, 8, 8], "path": "eager"},
+        "protocol": "p",
+        "run": "r",
+    }
+    paths = files.write_table_files(results, tmp_path)
     before = {p: p.read_bytes() for p in paths.values()}
 
     def full(fd):
@@ -317,18 +364,21 @@ def test_a_full_disk_while_writing_the_report_keeps_the_previous_table(tmp_path,
     monkeypatch.setattr(checkpoint.os, "fsync", full)
     rows[0]["miou"] = 0.6
     with pytest.raises(UserError, match="No space left on the device while writing .*kd_comparison_results"):
-        table.write_table_files(results, tmp_path)
+        files.write_table_files(results, tmp_path)
     assert {p: p.read_bytes() for p in paths.values()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())
 
 
-@pytest.mark.parametrize("args, message", [
-    (["-p", "epoch", "3"], "Unknown parameter 'epoch' (did you mean 'epochs'?)"),
-    (["-p", "epochs", "three"], "Parameter 'epochs' must be int, got 'three'"),
-    (["-p", "feature_loss", "mse"], "Parameter 'feature_loss' is 'mse'; choose one of"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-p", "epoch", "3"], "Unknown parameter 'epoch' (did you mean 'epochs'?)"),
+        (["-p", "epochs", "three"], "Parameter 'epochs' must be int, got 'three'"),
+        (["-p", "feature_loss", "mse"], "Parameter 'feature_loss' is 'mse'; choose one of"),
+    ],
+)
 def test_train_refuses_bad_parameters_in_one_paragraph(tmp_path, args, message, capsys):
-    from helpers.__main__ import main
+    from helpers.cli import main
 
     assert main(["train", "--method", "baseline", "-p", "checkpoints_dir", str(tmp_path), *args]) == 2
     err = capsys.readouterr().err

@@ -1,11 +1,13 @@
 """A study is set up once: a notebook with no parameters follows the current run and its recorded
 settings; a preset or run_name given explicitly wins; force and interactive are never recorded."""
+
 import json
 
 import pytest
 
-from helpers import config, session
-from helpers.errors import UserError
+from helpers import config
+from helpers.config import study as session
+from helpers.core.errors import UserError
 
 
 @pytest.fixture
@@ -29,8 +31,9 @@ def test_set_once_in_02_then_later_notebooks_follow(root, capsys):
     assert rec["by"] == "02_baseline" and rec["preset"] == "demo" and rec["settings"]["epochs"] == 3
     assert "force" not in rec["settings"] and "interactive" not in rec["settings"]
     # 05 opened with its defaults: the current run, its recorded settings
-    later = session.start({"preset": None, "run_name": None, "overrides": {}, "bootstrap_resamples": None},
-                          "05_compare")
+    later = session.start(
+        {"preset": None, "run_name": None, "overrides": {}, "bootstrap_resamples": None}, "05_compare"
+    )
     assert later.replace(force=True) == made
     assert "run 'trial' · settings: the run's record (last written by 02_baseline" in capsys.readouterr().out
     # 03's own knob changes one value on top of the record, and 03 records it for 05/06

@@ -1,10 +1,15 @@
 """What a student sees of a study's state: reused work said in one line, a new teacher announced with
 why and how long, a per-epoch view of training, every run listed, the settings a message asks for
 named, a partial comparison, and table files that stay in step with the report."""
+
 import pytest
 
-from helpers import analysis, compare, files, launch, runs, session, table, training
-from helpers.progress import EpochView, span
+from helpers import kd, training
+from helpers.config import study as session
+from helpers.core.progress import EpochView, span
+from helpers.models import store as runs
+from helpers.results import analysis, compare, files, table
+from helpers.training import seeds as launch
 
 
 def test_span_writes_seeds_as_a_reader_would():
@@ -43,12 +48,21 @@ def test_the_epoch_view_is_a_table_updated_in_place_in_jupyter(monkeypatch):
 
     import IPython.display
 
-    monkeypatch.setattr(IPython.display, "display", lambda obj, display_id: shown.append(("show", obj.data))
-                        or Handle())
-    monkeypatch.setattr("helpers.progress.in_jupyter", lambda: True)
+    monkeypatch.setattr(
+        IPython.display, "display", lambda obj, display_id: shown.append(("show", obj.data)) or Handle()
+    )
+    monkeypatch.setattr("helpers.core.progress.in_jupyter", lambda: True)
     view = EpochView("response seed 0", 3, live=True)
-    history = {"epoch": [], "loss": [], "ce": [], "kd": [], "lr": [], "time_s": [], "monitor_epoch": [],
-               "monitor_miou": []}
+    history = {
+        "epoch": [],
+        "loss": [],
+        "ce": [],
+        "kd": [],
+        "lr": [],
+        "time_s": [],
+        "monitor_epoch": [],
+        "monitor_miou": [],
+    }
     for e in (1, 2):
         for k, v in (("epoch", e), ("loss", 1.0 / e), ("ce", 0.6 / e), ("kd", 0.4 / e), ("lr", 0.01), ("time_s", 2.5)):
             history[k].append(v)
@@ -71,10 +85,12 @@ def root(tmp_path, monkeypatch):
 
 def test_the_settings_line_shows_what_differs_and_a_switch_of_run_is_said(root, capsys):
     session.start({"preset": None, "run_name": None, "overrides": {}}, "01_data")
-    assert "run 'demo' · settings: preset demo (a new run) · data demo data in the VOC layout" in capsys.readouterr().out
+    assert (
+        "run 'demo' · settings: preset demo (a new run) · data demo data in the VOC layout" in capsys.readouterr().out
+    )
     session.start({"preset": None, "run_name": "trial", "overrides": {"epochs": 2}, "seeds": 1}, "02_baseline")
     out = capsys.readouterr().out
-    assert "settings: preset demo (a new run) + epochs=2, seeds=1 · data" in out
+    assert "settings: preset demo (a new run) + seeds=1, epochs=2 · data" in out
     assert "current run: 'trial' (was 'demo';" in out and "run_name='demo' goes back" in out
     session.start({"preset": None, "run_name": None, "overrides": {}}, "05_compare")  # follows, unedited
     out = capsys.readouterr().out
@@ -82,7 +98,7 @@ def test_the_settings_line_shows_what_differs_and_a_switch_of_run_is_said(root, 
 
 
 def test_runs_lists_every_run_with_what_is_finished(tiny_cfg, monkeypatch, capsys):
-    from helpers.__main__ import main
+    from helpers.cli import main
 
     session.record(tiny_cfg, "demo", "test")
     session.record(tiny_cfg.replace(run_name="other", seeds=2), "demo", "test")
@@ -109,14 +125,41 @@ def test_not_trained_names_the_settings_the_notebook_needs(tiny_cfg):
 
 
 def _fake_results(latency=(1.0, 0.1), miou=0.5, partial=False):
-    rows = [{"method": m, "label": table.LABELS[m], "miou": miou + i / 10, "per_seed_miou": [miou + i / 10],
-             "n_seeds": 1, "latency_ms": latency[0], "latency_std_ms": latency[1], "params": 10}
-            for i, m in enumerate(["baseline"] + ([] if partial else ["response", "feature"]) + ["teacher"])]
-    missing = [{"method": m, "label": table.LABELS[m], "notebook": runs.TRAINED_BY[m], "seeds": [0],
-                "why": "not there"} for m in ("response", "feature")] if partial else []
-    return {"run": "r", "rows": rows, "partial": partial, "missing": missing,
-            "latency": {"device": "cpu", "threads": 1, "dtype": "float32", "input_size": [1, 3, 8, 8], "path": "eager",
-                        "time": f"2026-12-0{2 + partial}T10:00:00"}}
+    rows = [
+        {
+            "method": m,
+            "label": kd.label(m),
+            "miou": miou + i / 10,
+            "per_seed_miou": [miou + i / 10],
+            "n_seeds": 1,
+            "latency_ms": latency[0],
+            "latency_std_ms": latency[1],
+            "params": 10,
+        }
+        for i, m in enumerate(["baseline"] + ([] if partial else ["response", "feature"]) + ["teacher"])
+    ]
+    missing = (
+        [
+            {"method": m, "label": kd.label(m), "notebook": kd.trained_by(m), "seeds": [0], "why": "not there"}
+            for m in ("response", "feature")
+        ]
+        if partial
+        else []
+    )
+    return {
+        "run": "r",
+        "rows": rows,
+        "partial": partial,
+        "missing": missing,
+        "latency": {
+            "device": "cpu",
+            "threads": 1,
+            "dtype": "float32",
+            "input_size": [1, 3, 8, 8],
+            "path": "eager",
+            "time": f"2026-12-0{2 + partial}T10:00:00",
+        },
+    }
 
 
 def test_a_noisier_latency_never_replaces_a_quieter_one(tmp_path):
@@ -127,23 +170,25 @@ def test_a_noisier_latency_never_replaces_a_quieter_one(tmp_path):
     noisy["latency"]["time"] = "2026-12-03T12:00:00"
     note = files.write_results(noisy, tmp_path)
     assert "noisier than the one of 2026-12-02 10:00" in note and "report" not in note.split("kept")[-1]
-    saved = table.read_table_json(tmp_path)
+    saved = files.read_table_json(tmp_path)
     assert [r["latency_ms"] for r in saved["rows"]] == [3.75] * 4 == [r["latency_ms"] for r in noisy["rows"]]
     assert len(saved["latency"]["measurements"]) == 2 and "quietest of 2 measurements" in table.table_text(saved)
     quieter = _fake_results(latency=(3.5, 0.05))
     note = files.write_results(quieter, tmp_path)
     assert "shows the earlier table" in note  # the report no longer matches: said, with the way to rebuild it
-    assert table.read_table_json(tmp_path)["rows"][0]["latency_ms"] == 3.5
+    assert files.read_table_json(tmp_path)["rows"][0]["latency_ms"] == 3.5
     retrained = _fake_results(latency=(9.0, 8.0), miou=0.6)  # other models: their own latency, no merging
     files.write_results(retrained, tmp_path)
-    assert table.read_table_json(tmp_path)["rows"][0]["latency_ms"] == 9.0
+    assert files.read_table_json(tmp_path)["rows"][0]["latency_ms"] == 9.0
 
 
 def test_a_partial_table_is_marked_and_never_replaces_a_complete_one(tmp_path):
     partial = _fake_results(partial=True)
     text = table.table_text(partial)
-    assert "Partial table: it compares what is finished; not finished yet: Response-Based (seeds 0, not there; " \
-           "notebook 03_response_kd trains it); Feature-Based" in text
+    assert (
+        "Partial table: it compares what is finished; not finished yet: Response-Based (seeds 0, not there; "
+        "notebook 03_response_kd trains it); Feature-Based" in text
+    )
     assert files.write_results(partial, tmp_path).startswith("written:")  # nothing complete there yet
     files.write_results(_fake_results(), tmp_path)
     before = (tmp_path / "kd_comparison_results.json").read_text()
@@ -161,8 +206,10 @@ def test_05_compares_what_is_finished(tiny_cfg, capsys):
     results = compare.compare(tiny_cfg, progress=False)
     assert [r["method"] for r in results["rows"]] == ["baseline", "response", "teacher"]
     assert results["partial"] and [m["method"] for m in results["missing"]] == ["feature"]
-    assert "not finished yet: Feature-Based (seeds 0, not there; notebook 04_feature_kd trains it)" in \
-        capsys.readouterr().out
+    assert (
+        "not finished yet: Feature-Based (seeds 0, not there; notebook 04_feature_kd trains it)"
+        in capsys.readouterr().out
+    )
     assert results["rows"][1]["diff_vs_baseline"]["diff"] is not None
     assert "Partial table" in (runs.reports_dir(tiny_cfg) / "kd_comparison_results.md").read_text()
     assert analysis.analysis_text(results)
@@ -176,7 +223,7 @@ def test_the_analysis_says_when_the_teacher_is_weaker_than_the_students():
 
 
 def test_the_title_says_what_the_data_is():
-    from helpers import report
+    from helpers.report import build as report
 
     assert "demo data in the VOC layout" in report.title_for({"dataset": "demo"})
     assert report.title_for({"dataset": "voc"}).endswith("(PASCAL VOC 2012)")
@@ -184,13 +231,17 @@ def test_the_title_says_what_the_data_is():
 
 def test_long_steps_show_progress(tiny_cfg, monkeypatch):
     """06's figure writing advances a bar per figure; 02-04's evaluations draw a bar (and are cached for 05)."""
-    from helpers import data, evaluation, qualitative
+    from helpers.data import loaders as data
+    from helpers.evaluation import protocol as evaluation
+    from helpers.results import qualitative
 
     model, _ = training.fit(tiny_cfg, "baseline", progress=False)
     ds = data.dataset(tiny_cfg, "val")
     ev = evaluation.evaluate(model, ds, "cpu")
     ticks = []
-    written = qualitative.write_cases(model, ds, ev, tiny_cfg.reports_dir, 2, 1, "cpu", on_figure=lambda: ticks.append(1))
+    written = qualitative.write_cases(
+        model, ds, ev, tiny_cfg.reports_dir, 2, 1, "cpu", on_figure=lambda: ticks.append(1)
+    )
     assert len(ticks) == 3 == len(written["success"]) + len(written["failure"])
     bars = []
     real = evaluation.evaluate

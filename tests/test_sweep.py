@@ -1,12 +1,15 @@
 """The calibration sweep: a grid x seeds trained on train, scored on holdout, written as CSV/PNG/markdown,
 resumable cell by cell, with the study's teacher; mistakes are refused before anything trains."""
+
 import csv
 
 import pytest
 
-from helpers import __main__ as cli, runs, training
-from helpers import sweep
-from helpers.errors import UserError
+from helpers import cli as cli
+from helpers import config, kd, training
+from helpers.core.errors import UserError
+from helpers.models import store as runs
+from helpers.perf import sweep
 
 
 def rows_of(path):
@@ -22,16 +25,22 @@ def test_grid_is_trained_scored_on_holdout_and_resumed(tiny_cfg, tmp_path, monke
 
     rows = rows_of(out / "sweep.csv")
     assert [(r["method"], r["alpha"], r["seed"]) for r in rows] == [
-        ("baseline", "", "0"), ("response", "0.2", "0"), ("response", "0.5", "0")]
-    assert all(r["split"] == "holdout" and 0 <= float(r["holdout_miou"]) <= 1 and float(r["train_s"]) > 0
-               for r in rows)
-    for run in ("sweep-baseline/baseline.pt", "sweep-response-alpha=0.2/response.pt",
-                "sweep-response-alpha=0.5/response.pt"):
+        ("baseline", "", "0"),
+        ("response", "0.2", "0"),
+        ("response", "0.5", "0"),
+    ]
+    assert all(r["split"] == "holdout" and 0 <= float(r["holdout_miou"]) <= 1 and float(r["train_s"]) > 0 for r in rows)
+    for run in (
+        "sweep-baseline/baseline.pt",
+        "sweep-response-alpha=0.2/response.pt",
+        "sweep-response-alpha=0.5/response.pt",
+    ):
         assert (out / "checkpoints" / run).is_file(), run
-    teacher = runs.checkpoint_path(cfg, "teacher")           # the study's teacher, trained once, where
+    teacher = runs.checkpoint_path(cfg, "teacher")  # the study's teacher, trained once, where
     assert teacher.is_file() and not (out / "checkpoints" / "teachers").exists()  # the study keeps it
     assert runs.load_model(out / "checkpoints/sweep-response-alpha=0.5/response.pt")[1]["config"][
-        "teacher_weights"] == str(teacher.resolve())
+        "teacher_weights"
+    ] == str(teacher.resolve())
     assert (out / "sweep.png").stat().st_size > 1000
     md = (out / "sweep.md").read_text()
     assert md == sweep.table_markdown(out / "sweep.csv")
@@ -47,20 +56,23 @@ def test_grid_is_trained_scored_on_holdout_and_resumed(tiny_cfg, tmp_path, monke
     assert [c for c in calls if c[0] != "teacher"] == [("response", 0)]  # only the new cell, alpha=1.0
     assert teacher.stat().st_mtime_ns == teacher_mtime
     assert rows_of(out / "sweep.csv")[-1]["alpha"] == "1.0"
-    with pytest.raises(UserError, match="epochs: 1 there, 2 now"):   # another study: not mixed in
+    with pytest.raises(UserError, match="epochs: 1 there, 2 now"):  # another study: not mixed in
         sweep.run(cfg.replace(epochs=2), "response", ["alpha=0.5"], seeds=1, out=out, progress=False)
 
 
-@pytest.mark.parametrize("method, grid, message", [
-    ("response", ["alpah=0.5"], "unknown parameter 'alpah' \\(did you mean 'alpha'\\?\\)"),
-    ("response", ["beta=0.5,1"], "'beta' does not calibrate response KD \\(it acts only in feature KD\\)"),
-    ("feature", ["lr=0.001"], "'lr' does not calibrate feature KD"),
-    ("response", ["alpha"], "NAME=V1,V2"),
-    ("response", ["alpha=0.5", "alpha=1"], "twice"),
-    ("response", ["alpha=big"], "'alpha' must be float"),
-    ("feature", ["cwd_temperature=2,4"], "only with feature_loss='cwd'"),
-    ("baseline", ["alpha=0.5"], "no knobs"),
-])
+@pytest.mark.parametrize(
+    "method, grid, message",
+    [
+        ("response", ["alpah=0.5"], "unknown parameter 'alpah' \\(did you mean 'alpha'\\?\\)"),
+        ("response", ["beta=0.5,1"], "'beta' does not calibrate response KD \\(it acts only in feature KD\\)"),
+        ("feature", ["lr=0.001"], "'lr' does not calibrate feature KD"),
+        ("response", ["alpha"], "NAME=V1,V2"),
+        ("response", ["alpha=0.5", "alpha=1"], "twice"),
+        ("response", ["alpha=big"], "'alpha' must be float"),
+        ("feature", ["cwd_temperature=2,4"], "only with feature_loss='cwd'"),
+        ("baseline", ["alpha=0.5"], "no knobs"),
+    ],
+)
 def test_bad_grids_are_refused_before_training(tiny_cfg, tmp_path, monkeypatch, method, grid, message):
     monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(UserError, match=message):
@@ -75,11 +87,13 @@ def test_holdout_must_not_be_the_reported_split(tiny_cfg, tmp_path, monkeypatch)
 
 def test_two_knobs_give_a_heatmap_and_paired_gains(tmp_path):
     path = tmp_path / "sweep.csv"
-    path.write_text("method,alpha,temperature,seed,split,holdout_miou,train_s\n"
-                    "baseline,,,0,holdout,0.30,1\nbaseline,,,1,holdout,0.40,1\n"
-                    "response,0.5,2.0,0,holdout,0.35,1\nresponse,0.5,2.0,1,holdout,0.41,1\n"
-                    "response,0.5,4.0,0,holdout,0.50,1\nresponse,0.5,4.0,1,holdout,0.60,1\n"
-                    "response,1.0,4.0,0,holdout,0.20,1\n")
+    path.write_text(
+        "method,alpha,temperature,seed,split,holdout_miou,train_s\n"
+        "baseline,,,0,holdout,0.30,1\nbaseline,,,1,holdout,0.40,1\n"
+        "response,0.5,2.0,0,holdout,0.35,1\nresponse,0.5,2.0,1,holdout,0.41,1\n"
+        "response,0.5,4.0,0,holdout,0.50,1\nresponse,0.5,4.0,1,holdout,0.60,1\n"
+        "response,1.0,4.0,0,holdout,0.20,1\n"
+    )
     md = sweep.table_markdown(path)
     assert "| baseline (no KD) | 0.3500 ± 0.0707 | 0: 0.3000, 1: 0.4000 | — |" in md
     assert "| **alpha=0.5, temperature=4.0** | 0.5500 ± 0.0707 | 0: 0.5000, 1: 0.6000 | +0.2000 |" in md
@@ -89,21 +103,51 @@ def test_two_knobs_give_a_heatmap_and_paired_gains(tmp_path):
 
 
 def test_knobs_are_settings_that_shape_the_student():
-    for method, knobs in sweep.KNOBS.items():
-        assert set(knobs) <= set(training._SHAPING_BY_METHOD[method])  # a checkpoint records them
+    for method in kd.registered():  # a sweep cell's checkpoint is told apart by them
+        assert set(sweep.knobs_of(method)) <= set(config.shaping_keys(method))
 
 
 def test_cli_sweep(monkeypatch, tmp_path, capsys):
     seen = {}
-    monkeypatch.setattr(sweep, "run", lambda cfg, method, grid, seeds, out: seen.update(
-        cfg=cfg, method=method, grid=grid, seeds=seeds, out=out) or out)
+    monkeypatch.setattr(
+        sweep,
+        "run",
+        lambda cfg, method, grid, seeds, out: (
+            seen.update(cfg=cfg, method=method, grid=grid, seeds=seeds, out=out) or out
+        ),
+    )
     monkeypatch.setattr(sweep, "table_markdown", lambda path: "| table |\n")
-    assert cli.main(["sweep", "--preset", "smoke", "--method", "feature", "--grid", "beta=0.3,1", "--grid",
-                     "feature_loss=hint,cwd", "--seeds", "2", "-p", "epochs", "3", "--out", str(tmp_path)]) == 0
+    assert (
+        cli.main(
+            [
+                "sweep",
+                "--preset",
+                "smoke",
+                "--method",
+                "feature",
+                "--grid",
+                "beta=0.3,1",
+                "--grid",
+                "feature_loss=hint,cwd",
+                "--seeds",
+                "2",
+                "-p",
+                "epochs",
+                "3",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert seen["method"] == "feature" and seen["grid"] == ["beta=0.3,1", "feature_loss=hint,cwd"]
     assert seen["seeds"] == 2 and seen["cfg"].epochs == 3 and seen["cfg"].run_name == "smoke"
     assert "| table |" in capsys.readouterr().out
     monkeypatch.undo()
-    assert cli.main(["sweep", "--preset", "smoke", "--method", "response", "--grid", "beta=1",
-                     "--out", str(tmp_path / "x")]) == 2
+    assert (
+        cli.main(
+            ["sweep", "--preset", "smoke", "--method", "response", "--grid", "beta=1", "--out", str(tmp_path / "x")]
+        )
+        == 2
+    )
     assert "does not calibrate response KD" in capsys.readouterr().err

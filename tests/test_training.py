@@ -1,22 +1,27 @@
 """The training engine on the tiny demo set: it learns, a resumed run ends with the same weights as
 an uninterrupted one, the three students differ only in their loss, checkpoints are plain data,
 finished models are reused and the teacher is never touched."""
+
 import json
 
 import numpy as np
-
 import pytest
 import torch
-
 from conftest import count_epochs
-from helpers import data, evaluation, runs, teachers, training
+
+from helpers import training
 from helpers.config import Config
-from helpers.errors import UserError
+from helpers.core.errors import UserError
+from helpers.data import loaders as data
+from helpers.evaluation import protocol as evaluation
 from helpers.models import build_model
+from helpers.models import store as runs
+from helpers.models import teacher as teachers
+from helpers.scale import logit_cache
 
 pytestmark = pytest.mark.slow
 STUDENTS = ("baseline", "response", "feature")
-KD_PART = {"baseline": None, "response": "kd", "feature": "feat"}
+KD_PART = {"baseline": None, "response": "kd", "feature": "kd"}
 
 
 def assert_same_state(a: dict, b: dict, what="state"):
@@ -38,8 +43,9 @@ def test_a_student_overfits_a_handful_of_training_images(tiny_cfg):
     assert history["monitor_miou"] == [] and history["monitor_epoch"] == []  # monitor_split="" = none
 
 
-@pytest.mark.parametrize("method, cached", [(m, False) for m in STUDENTS] + [("response", True)],
-                         ids=list(STUDENTS) + ["response-cached"])
+@pytest.mark.parametrize(
+    "method, cached", [(m, False) for m in STUDENTS] + [("response", True)], ids=list(STUDENTS) + ["response-cached"]
+)
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_cfg, method, cached, monkeypatch):
     cfg = tiny_cfg.replace(epochs=3, teacher_cache=cached)
     full, _ = training.fit(cfg.replace(run_name="full"), method, progress=False)
@@ -67,7 +73,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_cfg, m
 def test_the_three_students_start_alike_and_see_the_same_batches(tiny_cfg, monkeypatch):
     cfg = tiny_cfg.replace(epochs=1)
     inits, batches = {}, {}
-    real_build, real_loss = training.build_model, training.distill_loss
+    real_build, real_loss = training.setup.build_model, training.loop.objective
     current = []
 
     def build(name, *a, **k):
@@ -81,8 +87,8 @@ def test_the_three_students_start_alike_and_see_the_same_batches(tiny_cfg, monke
         return real_loss(method, student_out, target, *a, **k)
 
     training.get_teacher(cfg, torch.device("cpu"), progress=False)  # trained (and cached) before recording
-    monkeypatch.setattr(training, "build_model", build)
-    monkeypatch.setattr(training, "distill_loss", loss)
+    monkeypatch.setattr(training.setup, "build_model", build)
+    monkeypatch.setattr(training.loop, "objective", loss)
     for method in STUDENTS + ("seed1",):
         current.append(method)
         if method == "seed1":
@@ -136,7 +142,7 @@ def test_a_finished_checkpoint_is_reused_not_retrained(tiny_cfg, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("a finished model was trained again")
 
-    monkeypatch.setattr(training, "train_one_epoch", no_training)
+    monkeypatch.setattr(training.loop, "train_one_epoch", no_training)
     again, history2 = training.fit(tiny_cfg, "baseline", progress=False)
     assert path.stat().st_mtime_ns == stamp
     assert history2 == history
@@ -155,10 +161,10 @@ def test_the_teacher_is_frozen(tiny_cfg, monkeypatch, method):
         handed.append((t, {k: v.clone() for k, v in t.state_dict().items()}, teacher_file.read_bytes()))
         return t
 
-    monkeypatch.setattr(training, "get_teacher", get_teacher)
+    monkeypatch.setattr(training.teacher, "get_teacher", get_teacher)
     training.fit(tiny_cfg, method, progress=False)
 
-    (teacher, before, file_bytes), = handed
+    ((teacher, before, file_bytes),) = handed
     assert teacher_file.parent.name == "teachers" and teacher_file.read_bytes() == file_bytes
     saved = torch.load(teacher_file, weights_only=True)
     assert saved["complete"] and saved["arch"] == tiny_cfg.teacher_arch
@@ -181,7 +187,7 @@ def test_a_checkpoint_trained_with_other_settings_is_not_silently_reused(tiny_cf
         assert str(path) in str(e.value) and "run_name" in str(e.value)
     assert path.stat().st_mtime_ns == stamp
     # settings that don't shape a baseline's weights (KD weights, evaluation, device) are fine
-    monkeypatch.setattr(training, "train_one_epoch", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(training.loop, "train_one_epoch", lambda *a, **k: pytest.fail("retrained"))
     training.fit(tiny_cfg.replace(alpha=0.9, bootstrap_resamples=7, monitor_every=2), "baseline", progress=False)
     # and an unfinished run can't be continued with another learning rate either
     cut = tiny_cfg.replace(run_name="cut")
@@ -196,20 +202,19 @@ def test_cached_teacher_logits_follow_the_augmentation(tiny_cfg):
     flipped with the image, so its argmax still lines up with the (augmented) ground truth."""
     cfg = tiny_cfg.replace(teacher_cache=True, teacher_epochs=3, scale_min=0.5, scale_max=1.5)
     teacher = training.get_teacher(cfg, torch.device("cpu"), progress=False)
-    folder = teachers.teacher_cache(cfg, teacher, torch.device("cpu"), progress=False)
+    folder = logit_cache.teacher_cache(cfg, teacher, torch.device("cpu"), progress=False)
     assert json.loads((folder / "complete.json").read_text())["images"] == 12
     plain = data.dataset(cfg, cfg.train_split)
-    cached = teachers.WithTeacherLogits(data.dataset(cfg, cfg.train_split, train=True), folder)
     x, _ = plain[0]
     with torch.inference_mode():
         online = teacher(x[None])[0].argmax(0)
-    cache = teachers.LogitCache(folder)
+    cache = logit_cache.LogitCache(folder)
     stored = cache[plain.ids[0]].float()
     assert stored.shape[-2:] == (8, 8) and stored.dtype == torch.float32  # 32 / cache_stride 4
     up = torch.nn.functional.interpolate(stored[None], size=x.shape[-2:], mode="bilinear")[0].argmax(0)
     assert (up == online).float().mean() > 0.6  # pooled then upsampled: close to the online teacher
     assert len(cache.row) == 12 and cache.index[:, 1:].tolist() == [[21, 8, 8]] * 12
-    assert json.loads((folder / "complete.json").read_text())["format"] == teachers.LogitCache.FORMAT
+    assert json.loads((folder / "complete.json").read_text())["format"] == logit_cache.LogitCache.FORMAT
 
 
 @pytest.mark.parametrize("stride", [1, 4])
@@ -217,11 +222,12 @@ def test_cached_maps_are_augmented_with_the_image(demo_root, tmp_path, stride):
     """A 'cache' holding each mask as one-hot maps (at full resolution, or average-pooled by 4 as the
     teacher cache is) must come out of the random scale, crop and flip still lined up with the
     augmented mask (a flip or crop applied to one and not the other fails)."""
-    from helpers.transforms import sample_cached, train_transform
-    from helpers.voc import get_dataset
+    from helpers.data.transforms import sample_cached, train_transform
+    from helpers.data.voc import get_dataset
 
     tf = train_transform(crop_size=28, base_size=32, scale=(0.6, 1.6))
     ds = get_dataset(demo_root, "train", tf)
+
     def maps():
         for i in range(len(ds)):
             labels = ds.load(i)[1]
@@ -230,8 +236,8 @@ def test_cached_maps_are_augmented_with_the_image(demo_root, tmp_path, stride):
                 onehot[c][torch.from_numpy(labels == c)] = 1
             yield ds.ids[i], torch.nn.functional.avg_pool2d(onehot[None], stride, ceil_mode=True)[0].numpy()
 
-    teachers.LogitCache.write(tmp_path, maps())
-    cached = teachers.WithTeacherLogits(ds, tmp_path)
+    logit_cache.LogitCache.write(tmp_path, maps())
+    cached = logit_cache.WithTeacherLogits(ds, tmp_path)
     right, wrong = [], []
     for s in range(8):
         torch.manual_seed(s)
@@ -254,8 +260,8 @@ def test_logit_cache_reads_back_what_it_wrote_and_names_a_damaged_one(tmp_path):
 
     g = np.random.default_rng(0)
     maps = {"a": g.standard_normal((21, 3, 5)), "b": g.standard_normal((21, 4, 2))}  # VOC: sizes differ
-    assert teachers.LogitCache.write(tmp_path, maps.items()) == 2
-    cache = teachers.LogitCache(tmp_path)
+    assert logit_cache.LogitCache.write(tmp_path, maps.items()) == 2
+    cache = logit_cache.LogitCache(tmp_path)
     for k, m in maps.items():
         assert torch.equal(cache[k], torch.from_numpy(m.astype(np.float16)))
     copy = pickle.loads(pickle.dumps(cache))  # as a DataLoader worker gets it: opens its own map
@@ -264,21 +270,22 @@ def test_logit_cache_reads_back_what_it_wrote_and_names_a_damaged_one(tmp_path):
         cache["c"]
     (tmp_path / "index.npy").write_bytes(b"not an array")
     with pytest.raises(UserError, match="delete the folder"):
-        teachers.LogitCache(tmp_path)
+        logit_cache.LogitCache(tmp_path)
 
 
 def test_a_cache_in_the_old_one_file_per_image_format_is_rebuilt(tiny_cfg):
     cfg = tiny_cfg.replace(teacher_cache=True)
     torch.manual_seed(0)
     teacher = teachers.freeze(build_model(cfg.teacher_arch), cfg)
-    folder = teachers.teacher_cache(cfg, teacher, torch.device("cpu"), progress=False)
+    folder = logit_cache.teacher_cache(cfg, teacher, torch.device("cpu"), progress=False)
     (folder / "logits.f16").unlink()
     (folder / "complete.json").write_text(json.dumps({"images": 12, "stride": 4}))  # format 1
-    assert teachers.teacher_cache(cfg, teacher, torch.device("cpu"), progress=False) == folder
-    assert (folder / "logits.f16").is_file() and len(teachers.LogitCache(folder).row) == 12
+    assert logit_cache.teacher_cache(cfg, teacher, torch.device("cpu"), progress=False) == folder
+    assert (folder / "logits.f16").is_file() and len(logit_cache.LogitCache(folder).row) == 12
 
 
 # --- seeds, batching and the teacher's identity (numbers a reader can trust) -------------------
+
 
 class _Indexed(torch.utils.data.Dataset):
     """Samples that name themselves: image and mask hold the sample's index."""
@@ -298,18 +305,18 @@ def _epoch(ds, cfg, seed, epoch=0):
 def test_seeds_differ_in_batch_order_and_in_augmentation(tiny_cfg, workers):
     cfg = tiny_cfg.replace(num_workers=workers, batch_size=12)
     order = {s: [b[1].flatten().tolist() for b in _epoch(_Indexed(), cfg, s)] for s in (0, 1)}
-    assert order[0] != order[1]                                   # seed 1 sees another order
+    assert order[0] != order[1]  # seed 1 sees another order
     assert order[0] == [b[1].flatten().tolist() for b in _epoch(_Indexed(), cfg, 0)]  # reproducible
     data.prepare_data(cfg, progress=False)
     ds = data.dataset(cfg, cfg.train_split, train=True)
 
     def drawn(seed):  # each augmented sample, independent of the order: sorted pixel sums
-        (images, _), = _epoch(ds, cfg, seed)
+        ((images, _),) = _epoch(ds, cfg, seed)
         return sorted(round(v, 3) for v in images.sum((1, 2, 3)).tolist())
 
     a = drawn(0)
-    assert a == drawn(0)            # the same seed: the same draws
-    assert a != drawn(1)            # another seed: other scales, crops and flips
+    assert a == drawn(0)  # the same seed: the same draws
+    assert a != drawn(1)  # another seed: other scales, crops and flips
     assert a != sorted(round(v, 3) for v in _epoch(ds, cfg, 0, epoch=1)[0][0].sum((1, 2, 3)).tolist())
 
 
@@ -317,13 +324,13 @@ def test_the_three_methods_of_one_seed_train_on_identical_batches(tiny_cfg, monk
     import hashlib
 
     seen, current = {}, ["teacher"]
-    real = training.distill_loss
+    real = training.loop.objective
 
     def recording(method, student_out, masks, *a, **k):
         seen.setdefault(current[0], []).append(hashlib.sha1(masks.cpu().numpy().tobytes()).hexdigest())
         return real(method, student_out, masks, *a, **k)
 
-    monkeypatch.setattr(training, "distill_loss", recording)
+    monkeypatch.setattr(training.loop, "objective", recording)
     cfg = tiny_cfg.replace(seed=3, scale_min=0.5, scale_max=1.5)
     training.get_teacher(cfg, torch.device("cpu"), progress=False)
     for method in ("baseline", "response", "feature"):
@@ -343,8 +350,9 @@ class _MixedSizes(torch.utils.data.Dataset):
 
     def __init__(self):
         g = torch.Generator().manual_seed(0)
-        self.items = [(torch.randn(3, h, w, generator=g) + 0.5, torch.randint(0, 21, (h, w), generator=g))
-                      for h, w in self.sizes]
+        self.items = [
+            (torch.randn(3, h, w, generator=g) + 0.5, torch.randint(0, 21, (h, w), generator=g)) for h, w in self.sizes
+        ]
         self.ids = [f"im{i}" for i in range(len(self.items))]
 
     def __len__(self):
@@ -368,7 +376,7 @@ class _GlobalContext(torch.nn.Module):
 def test_evaluation_does_not_depend_on_which_images_share_a_batch():
     """A global-pooling branch sees zero padding (what batching mixed sizes used to do) and changes
     its predictions; evaluation groups only equal sizes, and equals batch-1 evaluation exactly."""
-    from helpers.transforms import collate_pad
+    from helpers.data.transforms import collate_pad
 
     torch.manual_seed(0)
     model, ds = _GlobalContext().eval(), _MixedSizes()
@@ -384,7 +392,7 @@ def test_evaluation_does_not_depend_on_which_images_share_a_batch():
 
 
 def test_the_teachers_evaluation_cache_is_keyed_by_the_teacher_itself(tiny_cfg, tmp_path):
-    from helpers import checkpoint
+    from helpers.core import checkpoint
 
     path = tmp_path / "t.pt"
     state = {"method": "teacher", "arch": "compact_s", "num_classes": 21}

@@ -1,4 +1,5 @@
 """viz: masks get the exact VOC colours, panels show what they claim, every plot renders and saves."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -8,8 +9,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from helpers import plots, viz  # noqa: E402
-from helpers.voc import NUM_CLASSES, PALETTE  # noqa: E402
+from helpers.data.voc import NUM_CLASSES, PALETTE  # noqa: E402
+from helpers.figures import curves, plots, viz  # noqa: E402
 
 DOG = 12
 
@@ -18,7 +19,7 @@ def dog_mask(h=60, w=80):
     """Left half dog, right half background, a void band across the middle rows."""
     m = np.zeros((h, w), dtype=np.int64)
     m[:, : w // 2] = DOG
-    m[h // 2 - 2: h // 2 + 2, :] = 255
+    m[h // 2 - 2 : h // 2 + 2, :] = 255
     return m
 
 
@@ -94,9 +95,16 @@ def test_four_panel_draws_ground_truth_colours_where_they_belong():
 def test_progression_grid_has_one_image_per_cell():
     rng = np.random.default_rng(1)
     columns = ["Without KD", "Response KD", "Feature KD", "Teacher"]
-    rows = [{"image": rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), "gt": dog_mask(40, 50),
-             "preds": {c: rng.integers(0, 3, (40, 50)) for c in columns},
-             "label": f"2007_00006{i} · success", "scores": {"Teacher": 0.8}} for i in range(3)]
+    rows = [
+        {
+            "image": rng.integers(0, 256, (40, 50, 3), dtype=np.uint8),
+            "gt": dog_mask(40, 50),
+            "preds": {c: rng.integers(0, 3, (40, 50)) for c in columns},
+            "label": f"2007_00006{i} · success",
+            "scores": {"Teacher": 0.8},
+        }
+        for i in range(3)
+    ]
     fig = viz.progression_grid(rows, columns, title="From no KD to teacher")
     image_axes = [ax for ax in fig.axes if ax.images]
     assert len(image_axes) == 3 * (2 + len(columns))
@@ -109,44 +117,53 @@ def test_progression_grid_has_one_image_per_cell():
 def all_figures():
     rng = np.random.default_rng(2)
     img, m = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), dog_mask(30, 40)
-    hist = {"epoch": [1, 2, 3], "loss": [1.0, 0.8, 0.7], "ce": [0.9, 0.7, 0.6], "kd": [0.1, None, 0.1],
-            "monitor_miou": [0.2, 0.3, 0.35]}
+    hist = {
+        "epoch": [1, 2, 3],
+        "loss": [1.0, 0.8, 0.7],
+        "ce": [0.9, 0.7, 0.6],
+        "kd": [0.1, None, 0.1],
+        "monitor_miou": [0.2, 0.3, 0.35],
+    }
     return {
         "four_panel": viz.four_panel(img, m, m, "x"),
         "score_histogram": plots.score_histogram(rng.random(50).tolist() + [float("nan")], "baseline"),
-        "progression_grid": viz.progression_grid(
-            [{"image": img, "gt": m, "preds": {"A": m}, "label": "r"}], ["A"]),
+        "progression_grid": viz.progression_grid([{"image": img, "gt": m, "preds": {"A": m}, "label": "r"}], ["A"]),
         "sample_grid": viz.sample_grid([(f"id{i}", img, m) for i in range(5)], ncols=4),
         "class_frequency_chart": plots.class_frequency_chart(rng.integers(0, 1000, 21), rng.integers(0, 9, 21)),
-        "training_curves": plots.training_curves({"baseline": {**hist, "kd": None}, "response": hist}),
-        "bar_with_ci": plots.bar_with_ci(["a", "b"], [0.5, 0.6], [0.45, 0.52], [0.55, 0.66], "mIoU"),
-        "grouped_bars": plots.grouped_bars(["bg", "dog", "cat"], {"a": [0.9, np.nan, 0.3],
-                                                                "b": [0.8, 0.5, 0.2]}, "IoU"),
-        "scatter_tradeoff": plots.scatter_tradeoff([
-            {"name": "student", "latency_ms": 5.0, "latency_std": 0.5, "miou": 0.5, "params": 2e6},
-            {"name": "teacher", "latency_ms": 40.0, "latency_std": 2.0, "miou": 0.7, "params": 4e7}]),
+        "training_curves": curves.training_curves({"baseline": {**hist, "kd": None}, "response": hist}),
+        "scatter_tradeoff": plots.scatter_tradeoff(
+            [
+                {"name": "student", "latency_ms": 5.0, "latency_std": 0.5, "miou": 0.5, "params": 2e6},
+                {"name": "teacher", "latency_ms": 40.0, "latency_std": 2.0, "miou": 0.7, "params": 4e7},
+            ]
+        ),
         "headline": plots.headline(ROWS),
         "class_deltas": plots.class_deltas(["bg", "dog", "cat"], {"a": [0.1, np.nan, -0.2], "b": [0.0, 0.3, 0.1]}),
     }
 
 
-ROWS = [{"method": m, "label": m, "miou": v, "miou_ci": [v - 0.02, v + 0.03], "per_seed_miou": [v - 0.01, v + 0.01]}
-        for m, v in (("baseline", 0.70), ("response", 0.74), ("feature", 0.73), ("teacher", 0.88))]
+ROWS = [
+    {"method": m, "label": m, "miou": v, "miou_ci": [v - 0.02, v + 0.03], "per_seed_miou": [v - 0.01, v + 0.01]}
+    for m, v in (("baseline", 0.70), ("response", 0.74), ("feature", 0.73), ("teacher", 0.88))
+]
 
 
 def test_latency_labels_never_overlap():
     """Three students with the same size and nearly the same latency and mIoU: their labels still
     stand apart (a column beside the axes, in mIoU order)."""
-    points = [{"name": n, "latency_ms": 2.0 + 0.01 * i, "latency_std": 0.1, "miou": 0.80 + 0.001 * i, "params": 1e5}
-              for i, n in enumerate(("Without KD (Baseline)", "Response-Based", "Feature-Based"))]
-    fig = plots.scatter_tradeoff(points + [{"name": "Teacher", "latency_ms": 9, "latency_std": 1, "miou": 0.88,
-                                            "params": 9e5}])
+    points = [
+        {"name": n, "latency_ms": 2.0 + 0.01 * i, "latency_std": 0.1, "miou": 0.80 + 0.001 * i, "params": 1e5}
+        for i, n in enumerate(("Without KD (Baseline)", "Response-Based", "Feature-Based"))
+    ]
+    fig = plots.scatter_tradeoff(
+        points + [{"name": "Teacher", "latency_ms": 9, "latency_std": 1, "miou": 0.88, "params": 9e5}]
+    )
     fig.canvas.draw()
     from matplotlib.text import Text
 
     boxes = [Text.get_window_extent(t) for t in fig.axes[0].texts]  # the text alone, not its line
     assert len(boxes) == 4
-    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
     order = [t.get_text().split(":")[0] for t in sorted(fig.axes[0].texts, key=lambda t: t.get_position()[1])]
     assert order == ["Without KD (Baseline)", "Response-Based", "Feature-Based", "Teacher"]
 
@@ -174,9 +191,14 @@ def test_every_plot_returns_a_figure_and_saves_a_png(tmp_path):
 
 
 def test_training_curves_draw_monitor_values_at_their_epochs():
-    hist = {"epoch": list(range(1, 11)), "loss": [1.0] * 10, "ce": [1.0] * 10,
-            "monitor_epoch": [5, 10], "monitor_miou": [0.2, 0.4]}
-    fig = plots.training_curves({"baseline": hist})
+    hist = {
+        "epoch": list(range(1, 11)),
+        "loss": [1.0] * 10,
+        "ce": [1.0] * 10,
+        "monitor_epoch": [5, 10],
+        "monitor_miou": [0.2, 0.4],
+    }
+    fig = curves.training_curves({"baseline": hist})
     line = fig.axes[1].get_lines()[0]
     assert list(line.get_xdata()) == [5, 10] and list(line.get_ydata()) == [0.2, 0.4]
 
@@ -184,14 +206,14 @@ def test_training_curves_draw_monitor_values_at_their_epochs():
 def test_training_curves_span_the_run_with_integer_ticks_for_a_single_monitor_point():
     """A 2-epoch run whose monitor was measured once (epoch 2): the axes run 1..2, not 1.9..2.1."""
     hist = {"epoch": [1, 2], "loss": [1.0, 0.8], "ce": [1.0, 0.8], "monitor_epoch": [2], "monitor_miou": [0.3]}
-    fig = plots.training_curves({"baseline": hist})
+    fig = curves.training_curves({"baseline": hist})
     fig.canvas.draw()
     for ax in fig.axes[:2]:
         assert ax.get_xlim() == (1.0, 2.0)
         ticks = [t for t in ax.get_xticks() if 1 <= t <= 2]
         assert ticks == [1.0, 2.0], ticks
-    assert plots.training_curves({"b": {**hist, "epoch": [], "loss": []}}).axes[1].get_xlim() == (1.0, 2.0)
-    assert plots.training_curves({"b": hist}, epochs=5).axes[1].get_xlim() == (1.0, 5.0)  # the run's epochs
+    assert curves.training_curves({"b": {**hist, "epoch": [], "loss": []}}).axes[1].get_xlim() == (1.0, 2.0)
+    assert curves.training_curves({"b": hist}, epochs=5).axes[1].get_xlim() == (1.0, 5.0)  # the run's epochs
     one = {"epoch": [1], "loss": [1.0], "monitor_epoch": [1], "monitor_miou": [0.3]}  # a 1-epoch run: 0..1
-    assert plots.training_curves({"b": one}).axes[1].get_xlim() == (0.0, 1.0)
-    assert plots.training_curves({}).axes[0].get_xlim() == (0.0, 1.0)  # nothing to draw yet
+    assert curves.training_curves({"b": one}).axes[1].get_xlim() == (0.0, 1.0)
+    assert curves.training_curves({}).axes[0].get_xlim() == (0.0, 1.0)  # nothing to draw yet
