@@ -20,10 +20,9 @@ def keep_freed_memory() -> bool:
 
     By default glibc serves blocks above its mmap threshold (128 KiB, growing only as such blocks are
     freed) straight from the OS and gives them back on free, so each training step faults its
-    tensors in again. Measured on the demo (2 cores, batch 16 at 64x64, steady state): 1,400-2,000
-    page faults per step without this, 0-5 with it; an online response-KD step went from 38-39 ms
-    to 34-35 ms. Raising the mmap threshold to its maximum (32 MiB) and the trim threshold to 1 GiB
-    does it. Process-wide, done once; a no-op (returns False) where the C library is not glibc.
+    tensors in again (docs/performance.md has the measurement). Raising the mmap threshold to its
+    maximum (32 MiB) and the trim threshold to 1 GiB keeps them. Process-wide, done once; a no-op
+    (returns False) where the C library is not glibc.
     """
     global _FREED_MEMORY_KEPT
     if _FREED_MEMORY_KEPT is None:

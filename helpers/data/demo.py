@@ -18,6 +18,7 @@ a real teacher saw before (COCO for torchvision's teacher).
 Deterministic: every image draws from its own `numpy.random.default_rng([seed, split, index])`,
 so the same seed gives byte-identical files.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,13 @@ def class_of(shape: int, texture: int) -> int:
 
 def _polygon(shape: str, cx, cy, r, rot):
     def ring(n, rad, phase=0.0):
-        return [(cx + rad * math.cos(rot + phase + 2 * math.pi * k / n),
-                 cy + rad * math.sin(rot + phase + 2 * math.pi * k / n)) for k in range(n)]
+        return [
+            (
+                cx + rad * math.cos(rot + phase + 2 * math.pi * k / n),
+                cy + rad * math.sin(rot + phase + 2 * math.pi * k / n),
+            )
+            for k in range(n)
+        ]
 
     if shape == "square":
         return ring(4, r, math.pi / 4)
@@ -61,8 +67,9 @@ def _polygon(shape: str, cx, cy, r, rot):
 
     if shape == "plus":
         a, b = r, r * 0.38
-        return rotated([(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a),
-                        (-b, b), (-a, b), (-a, -b), (-b, -b)])
+        return rotated(
+            [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a), (-b, b), (-a, b), (-a, -b), (-b, -b)]
+        )
     if shape == "bar":
         return rotated([(-r * 1.3, -r * 0.4), (r * 1.3, -r * 0.4), (r * 1.3, r * 0.4), (-r * 1.3, r * 0.4)])
     if shape == "ell":
@@ -115,7 +122,7 @@ def _background(size: int, rng) -> np.ndarray:
     c0 = _hsv_to_rgb(rng.uniform(), rng.uniform(0.1, 0.6), rng.uniform(0.3, 0.9))
     c1 = _hsv_to_rgb(rng.uniform(), rng.uniform(0.1, 0.6), rng.uniform(0.3, 0.9))
     ang = rng.uniform(0, 2 * math.pi)
-    w = (xx * math.cos(ang) + yy * math.sin(ang))
+    w = xx * math.cos(ang) + yy * math.sin(ang)
     w = (w - w.min()) / max(w.max() - w.min(), 1e-6)
     bg = c0 * (1 - w[..., None]) + c1 * w[..., None]
     img = Image.fromarray(bg.clip(0, 255).astype(np.uint8))
@@ -202,9 +209,17 @@ def generate(root, seed: int = 0, size: int = 64, splits: dict | None = None, pr
             bar.update()
         (base / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
     bar.close()
-    meta = {"generator_version": GENERATOR_VERSION, "seed": seed, "size": size, "splits": splits,
-            "classes": {CLASSES[class_of(s, t)]: f"{SHAPES[s]} / {TEXTURES[t]}"
-                        for s in range(len(SHAPES)) for t in range(len(TEXTURES))}}
+    meta = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "size": size,
+        "splits": splits,
+        "classes": {
+            CLASSES[class_of(s, t)]: f"{SHAPES[s]} / {TEXTURES[t]}"
+            for s in range(len(SHAPES))
+            for t in range(len(TEXTURES))
+        },
+    }
     (Path(root) / "demo.json").write_text(json.dumps(meta, indent=1))
     return base
 
@@ -216,7 +231,11 @@ def ensure(root, seed: int = 0, size: int = 64, splits: dict | None = None, prog
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if (meta.get("generator_version"), meta.get("seed"), meta.get("size"), meta.get("splits")) == (
-                GENERATOR_VERSION, seed, size, splits):
+            GENERATOR_VERSION,
+            seed,
+            size,
+            splits,
+        ):
             return Path(root) / "VOCdevkit" / "VOC2012"
         meta_path.unlink()  # stale: regenerate
     return generate(root, seed, size, splits, progress)
@@ -231,5 +250,7 @@ def describe(root):
 
     meta = json.loads(meta_path.read_text())
     rows = "\n".join(f"| {c} | {d} |" for c, d in meta["classes"].items())
-    return Markdown(f"Demo set: seed {meta['seed']}, {meta['size']}x{meta['size']} pixels, splits "
-                    f"{meta['splits']}.\n\n| class | shape / texture |\n|---|---|\n{rows}")
+    return Markdown(
+        f"Demo set: seed {meta['seed']}, {meta['size']}x{meta['size']} pixels, splits "
+        f"{meta['splits']}.\n\n| class | shape / texture |\n|---|---|\n{rows}"
+    )

@@ -3,6 +3,7 @@
 Every epoch's order and augmentation come from `data_seed(seed, epoch)`, so the three students of
 one seed see identical batches and a resumed run continues the same sequence.
 """
+
 from __future__ import annotations
 
 import random
@@ -13,13 +14,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..core.runtime import seed_all
 from . import demo as demo_data
 from . import voc
-from ..core.runtime import seed_all
 from .transforms import collate_pad, eval_transform, train_transform
 
 if TYPE_CHECKING:  # (data sits below config: a Config is only read here)
     from ..config.knobs import Config
+
 
 def prepare_data(cfg: Config, progress: bool = True) -> Path:
     """The dataset root: generate the demo set if needed; check that a VOC tree is there."""
@@ -34,10 +36,8 @@ def prepare_data(cfg: Config, progress: bool = True) -> Path:
 
 
 def dataset(cfg: Config, split: str, train: bool = False) -> voc.SegDataset:
-    tf = (train_transform(cfg.crop_size, cfg.base_size, (cfg.scale_min, cfg.scale_max)) if train
-          else eval_transform())
-    return voc.get_dataset(cfg.data_root, split, tf, sbd_root=cfg.sbd_root or None,
-                           keep_decoded=cfg.dataset == "demo")
+    tf = train_transform(cfg.crop_size, cfg.base_size, (cfg.scale_min, cfg.scale_max)) if train else eval_transform()
+    return voc.get_dataset(cfg.data_root, split, tf, sbd_root=cfg.sbd_root or None, keep_decoded=cfg.dataset == "demo")
 
 
 def _seed_worker(worker_id):
@@ -53,18 +53,27 @@ def data_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % 2**63
 
 
-def loader(ds, cfg: Config, train: bool, epoch: int = 0, batch_size: int | None = None,
-           seed: int | None = None, sampler=None) -> DataLoader:
+def loader(
+    ds, cfg: Config, train: bool, epoch: int = 0, batch_size: int | None = None, seed: int | None = None, sampler=None
+) -> DataLoader:
     """Batches of `ds`; for training, shuffled in the order of (`seed`, `epoch`) (`seed`: the run's
     seed, default cfg.seed), so a resumed run sees the same order and each seed its own."""
     seed = cfg.seed if seed is None else seed
     g = torch.Generator().manual_seed(data_seed(seed, epoch))  # order, and worker seeds (drawn from g)
     # `sampler` (distributed.train_sampler under torchrun): this rank's share of the epoch's order
-    return DataLoader(ds, batch_size=batch_size or cfg.batch_size, shuffle=train and sampler is None,
-                      sampler=sampler, drop_last=train,
-                      num_workers=cfg.num_workers, collate_fn=collate_pad, generator=g,
-                      worker_init_fn=_seed_worker, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False)
+    return DataLoader(
+        ds,
+        batch_size=batch_size or cfg.batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        drop_last=train,
+        num_workers=cfg.num_workers,
+        collate_fn=collate_pad,
+        generator=g,
+        worker_init_fn=_seed_worker,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
 
 
 def epoch_loader(ds, cfg: Config, seed: int, epoch: int) -> DataLoader:
@@ -72,8 +81,6 @@ def epoch_loader(ds, cfg: Config, seed: int, epoch: int) -> DataLoader:
     process, or in workers seeded from the loader's generator) both follow `data_seed(seed, epoch)`."""
     seed_all(data_seed(seed, epoch))
     return loader(ds, cfg, True, epoch, seed=seed)
-
-
 
 
 def one_batch(cfg: Config, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

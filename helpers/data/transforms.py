@@ -3,6 +3,7 @@
 The mask travels with the image through every geometric step, is resized with NEAREST (never
 interpolated), padded with 255 (void) and never rescaled to [0, 1].
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,10 +23,12 @@ def _tensors(image, labels):
     return tv_tensors.Image(img), tv_tensors.Mask(mask)
 
 
-_FINISH = v2.Compose([
-    v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
-    v2.Normalize(MEAN, STD),
-])
+_FINISH = v2.Compose(
+    [
+        v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
+        v2.Normalize(MEAN, STD),
+    ]
+)
 
 
 def _finish(img, mask):
@@ -58,9 +61,9 @@ class TrainAugment:
     with `soft_stride` s, cell (i, j) is the mean of the image's pixels [s i, s i + s) x [s j, s j + s),
     so the map covers (s h) x (s w) pixels, a little more than the image where a side is not a
     multiple of s; without `soft_stride` it covers the image exactly. It is returned as it is, with
-    `geometry` (4,): where the crop's pixels lie in the map's normalised coordinates. `sample_cached` then samples a whole batch of maps at once
-    (bilinear, on the training device), so the full-resolution C-channel map is never built
-    per image, nor copied between processes.
+    `geometry` (4,): where the crop's pixels lie in the map's normalised coordinates. `sample_cached`
+    then samples a whole batch of maps at once (bilinear, on the training device), so the
+    full-resolution C-channel map is never built per image, nor copied between processes.
     """
 
     def __init__(self, crop_size: int, lo: int, hi: int, hflip: bool = True):
@@ -72,7 +75,7 @@ class TrainAugment:
         short = int(torch.randint(self.lo, self.hi + 1, ()))
         nh, nw = (short, max(1, round(w * short / h))) if h <= w else (max(1, round(h * short / w)), short)
         img = v2.functional.resize(img, [nh, nw], antialias=True)
-        mask = v2.functional.resize(mask, [nh, nw])                 # a Mask: NEAREST
+        mask = v2.functional.resize(mask, [nh, nw])  # a Mask: NEAREST
         c = self.crop
         ph, pw = max(c - nh, 0), max(c - nw, 0)
         if ph or pw:
@@ -80,7 +83,7 @@ class TrainAugment:
             mask = v2.functional.pad(mask, [0, 0, pw, ph], fill=IGNORE_INDEX)
         top = int(torch.randint(0, nh + ph - c + 1, ()))
         left = int(torch.randint(0, nw + pw - c + 1, ()))
-        img, mask = img[..., top:top + c, left:left + c], mask[..., top:top + c, left:left + c]
+        img, mask = img[..., top : top + c, left : left + c], mask[..., top : top + c, left : left + c]
         flip = self.hflip and bool(torch.rand(()) < 0.5)
         if flip:
             img, mask = img.flip(-1), mask.flip(-1)
@@ -118,11 +121,12 @@ def sample_cached(maps, geometry, size) -> torch.Tensor:
     map clamp to its border (those pixels are padding, void in the mask)."""
     n, (h, w) = maps.shape[0], size
     dev = maps.device
-    gx = geometry[:, 0:1] * torch.arange(w, device=dev, dtype=torch.float32) + geometry[:, 1:2]   # (N, W)
-    gy = geometry[:, 2:3] * torch.arange(h, device=dev, dtype=torch.float32) + geometry[:, 3:4]   # (N, H)
+    gx = geometry[:, 0:1] * torch.arange(w, device=dev, dtype=torch.float32) + geometry[:, 1:2]  # (N, W)
+    gy = geometry[:, 2:3] * torch.arange(h, device=dev, dtype=torch.float32) + geometry[:, 3:4]  # (N, H)
     grid = torch.stack([gx[:, None, :].expand(n, h, w), gy[:, :, None].expand(n, h, w)], dim=-1)
-    return torch.nn.functional.grid_sample(maps.float(), grid, mode="bilinear", padding_mode="border",
-                                           align_corners=False)
+    return torch.nn.functional.grid_sample(
+        maps.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
 
 
 def train_transform(crop_size: int, base_size: int, scale=(0.5, 2.0), hflip: bool = True) -> TrainAugment:

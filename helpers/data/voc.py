@@ -6,6 +6,7 @@ VOC layout. Standard splits (`train`, `val`, `trainval`) are enumerated by torch
 `ImageSets/Segmentation/<split>.txt` files; `train_aug` adds SBD through `SBDataset`.
 Every sample is checked where it is read (files present and decodable, same size, labels valid).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,9 +17,27 @@ from PIL import Image
 from ..core.errors import UserError
 
 CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 NUM_CLASSES = len(CLASSES)  # 21
 IGNORE_INDEX = 255  # "void": object borders and padding; ignored by losses and metrics
@@ -125,15 +144,19 @@ def read_train_aug(root, sbd_root) -> list[tuple[str, Path, Path]]:
 
 def _open(path: Path, what: str) -> Image.Image:
     if not path.is_file():
-        raise UserError(f"The {what} file '{path}' is missing (its id is listed in the split file). "
-                        "Restore it, or remove the id from the split file.")
+        raise UserError(
+            f"The {what} file '{path}' is missing (its id is listed in the split file). "
+            "Restore it, or remove the id from the split file."
+        )
     try:
         img = Image.open(path)
         img.load()
         return img
     except Exception as e:  # PIL raises several types for corrupt or truncated files
-        raise UserError(f"The {what} file '{path}' cannot be decoded ({type(e).__name__}: {e}). "
-                        "It is corrupt or truncated: replace it with a good copy.") from None
+        raise UserError(
+            f"The {what} file '{path}' cannot be decoded ({type(e).__name__}: {e}). "
+            "It is corrupt or truncated: replace it with a good copy."
+        ) from None
 
 
 def mask_to_indices(mask: Image.Image, path: Path | str = "<mask>") -> np.ndarray:
@@ -150,9 +173,11 @@ def mask_to_indices(mask: Image.Image, path: Path | str = "<mask>") -> np.ndarra
         unknown = [u for u in uniq.tolist() if u not in lut]
         if unknown:
             cols = [((u >> 16) & 255, (u >> 8) & 255, u & 255) for u in unknown[:5]]
-            raise UserError(f"The mask '{path}' is an RGB image with colours that are not VOC palette "
-                            f"colours (e.g. {cols}). Save masks as palette ('P') PNGs whose pixel values "
-                            "are class indices 0..20 and 255.")
+            raise UserError(
+                f"The mask '{path}' is an RGB image with colours that are not VOC palette "
+                f"colours (e.g. {cols}). Save masks as palette ('P') PNGs whose pixel values "
+                "are class indices 0..20 and 255."
+            )
         out = np.zeros(codes.shape, dtype=np.uint8)
         for u in uniq.tolist():
             out[codes == u] = lut[u]
@@ -165,8 +190,10 @@ def mask_to_indices(mask: Image.Image, path: Path | str = "<mask>") -> np.ndarra
 def check_labels(labels: np.ndarray, path) -> None:
     bad = np.setdiff1d(np.unique(labels), np.r_[np.arange(NUM_CLASSES), IGNORE_INDEX])
     if bad.size:
-        raise UserError(f"The mask '{path}' contains labels {bad[:10].tolist()} outside 0..20 and 255. "
-                        "VOC masks hold class indices (see helpers.voc.CLASSES) and 255 for void.")
+        raise UserError(
+            f"The mask '{path}' contains labels {bad[:10].tolist()} outside 0..20 and 255. "
+            "VOC masks hold class indices (see helpers.voc.CLASSES) and 255 for void."
+        )
 
 
 def load_sample(image_path: Path, mask_path: Path) -> tuple[Image.Image, np.ndarray]:
@@ -180,8 +207,10 @@ def load_sample(image_path: Path, mask_path: Path) -> tuple[Image.Image, np.ndar
     else:
         labels = mask_to_indices(_open(mask_path, "mask"), mask_path)
     if labels.shape != (img.height, img.width):
-        raise UserError(f"The mask '{mask_path}' is {labels.shape[1]}x{labels.shape[0]} but its image "
-                        f"'{image_path}' is {img.width}x{img.height}; they must be the same size.")
+        raise UserError(
+            f"The mask '{mask_path}' is {labels.shape[1]}x{labels.shape[0]} but its image "
+            f"'{image_path}' is {img.width}x{img.height}; they must be the same size."
+        )
     check_labels(labels, mask_path)
     return img, labels.astype(np.uint8)
 
@@ -223,8 +252,9 @@ class SegDataset:
         return self.transform(img, labels)
 
 
-def get_dataset(root, split: str, transform=None, download: bool = False, sbd_root=None,
-                keep_decoded: bool = False) -> SegDataset:
+def get_dataset(
+    root, split: str, transform=None, download: bool = False, sbd_root=None, keep_decoded: bool = False
+) -> SegDataset:
     """One split of a VOC-layout tree (real VOC 2012 or the generated demo)."""
     if download and not voc_dir(root).is_dir():
         download_voc(root)

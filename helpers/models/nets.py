@@ -117,9 +117,8 @@ TV_FEATURES = {  # torchvision builder -> (backbone key tapped for feature KD, i
     "fcn_resnet101": ("out", 2048),
 }
 
-# name -> CompactSegNet arguments. compact_s: 106K parameters, 1/9 of compact_l. Its decoder has 32 channels:
-# with 16 (90.6K parameters) the student could not tell the demo's texture pairs apart at all (41% of object
-# pixels given to the pair partner on holdout, 0.32 mIoU) and no KD could help it (docs/demo_design.md).
+# name -> CompactSegNet arguments. compact_s: 106K parameters, 1/9 of compact_l; why its decoder has 32
+# channels (a narrower one could not learn the demo's texture pairs): docs/demo_design.md.
 COMPACT = {
     "compact_s": dict(widths=(16, 32, 48), blocks=(1, 1, 1), decoder=32),
     "compact_l": dict(widths=(32, 64, 128), blocks=(1, 2, 2), decoder=64),

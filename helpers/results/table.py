@@ -1,6 +1,6 @@
 """The comparison table as text: the rows of one `results` dict (built by `compare`) in the run's order of
 methods, with the guide's columns, the Δ intervals, boundary IoU and the notes that say how it was
-measured. `table_files` writes it as kd_comparison_results.{txt,md,csv,json}.
+measured. `files` writes it as kd_comparison_results.{txt,md,csv,json}.
 """
 
 from __future__ import annotations
