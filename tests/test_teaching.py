@@ -347,9 +347,9 @@ def test_temperature_widget_starts_at_the_runs_temperature_and_redraws_on_change
     image, logits = torch.randn(3, 8, 8), torch.randn(NUM_CLASSES, 8, 8)
     box = teaching.temperature_widget(image, logits, 2.0, (0.5, 8.0))  # starts at the run's T
     slider, picture = box.children
-    assert (slider.min, slider.max, slider.value) == (0.5, 8.0, 2.0) and calls == [(1.0, 2.0)]
+    assert (slider.min, slider.max, slider.value) == (0.5, 8.0, 2.0) and calls == [(2.0,)]
     first = picture.value
     assert first[:8] == b"\x89PNG\r\n\x1a\n"
     slider.value = 2.5
-    assert calls[-1] == (1.0, 2.5) and len(calls) == 2 and picture.value != first
+    assert calls[-1] == (2.5,) and len(calls) == 2 and picture.value != first
     assert teaching.temperature_widget(image, logits, 20.0, (0.5, 8.0)).children[0].value == 8.0  # clamped

@@ -144,6 +144,17 @@ def class_deltas(class_names, deltas: dict[str, list[float]], reference: str = "
     keep = [i for i in range(len(class_names)) if any(np.isfinite(v[i]) for v in vals.values())]
     fig = new_figure((7.5, 0.26 * len(keep) * max(1, len(vals)) / 1.6 + 1.4))
     ax = fig.subplots()
+    if not vals:  # no KD row finished yet: say so instead of an empty frame
+        ax.text(
+            0.5,
+            0.5,
+            f"No KD method is finished yet: nothing to compare with {reference}.",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+        ax.set_axis_off()
+        return fig
     height = 0.8 / max(1, len(vals))
     y = np.arange(len(keep))[::-1]
     for j, (m, v) in enumerate(vals.items()):

@@ -165,16 +165,17 @@ def kl_figure(image, gt, kl_before, kl_after):
 
 def temperature_widget(image, teacher_logits, T: float, temperatures=(0.5, 8.0)):
     """A slider for T (range `temperatures`, starting at `T`: pass the run's cfg.temperature, so the
-    widget first shows the static figure's row) that redraws soft_label_figure (rows T = 1 and the
-    slider's T) as a PNG in an Image widget (not an Output widget: nbclient, which papermill uses,
-    can hang on a cell whose Output widget receives a large figure). Needs ipywidgets."""
+    widget first shows the static figure's second row) that redraws soft_label_figure at the slider's T
+    (one row: the static figure above holds T = 1) as a PNG in an Image widget (not an Output widget:
+    nbclient, which papermill uses, can hang on a cell whose Output widget receives a large figure).
+    Needs ipywidgets."""
     import io
 
     import ipywidgets as widgets
 
     def png(T: float) -> bytes:
         buf = io.BytesIO()
-        soft_label_figure(image, teacher_logits, temperatures=(1.0, T)).savefig(buf, format="png", dpi=80)
+        soft_label_figure(image, teacher_logits, temperatures=(T,)).savefig(buf, format="png", dpi=80)
         return buf.getvalue()
 
     lo, hi = map(float, temperatures)

@@ -61,10 +61,13 @@ def loss_parts(method: str, student, teacher, images, masks, cfg, adapter=None) 
     return {k: v.item() for k, v in parts.items()}
 
 
-def describe_parts(parts: dict, weight: str, when: str) -> str:
-    """'before training: loss 2.91 = CE 2.85 + α × KD 0.06' from `loss_parts` (weight: 'α = 1')."""
-    term = " + ".join(f"{k} {v:.4f}" for k, v in parts.items() if k not in ("loss", "ce"))
-    return f"{when}: loss {parts['loss']:.4f} = CE {parts['ce']:.4f} + {weight} × ({term})"
+def describe_parts(parts: dict, weight: str, value: float, when: str) -> str:
+    """'before training: loss = CE + α·KD = 2.8500 + 1 × 0.0600 = 2.9100' from `loss_parts` (weight: 'α')."""
+    terms = [k for k in parts if k not in ("loss", "ce")]
+    kd = " + ".join(f"{parts[k]:.4f}" for k in terms)
+    kd = f"({kd})" if len(terms) > 1 else kd
+    names = "(" + " + ".join(terms) + ")" if len(terms) > 1 else "KD"
+    return f"{when}: loss = CE + {weight}·{names} = {parts['ce']:.4f} + {value:g} × {kd} = {parts['loss']:.4f}"
 
 
 def show_code(*functions):

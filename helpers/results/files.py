@@ -6,7 +6,7 @@ Evaluation is deterministic (the same models give the same mIoU to the digit), l
 second measurement on a busy machine can be far noisier than the one the report shows. So, when the
 table files already hold the same models measured under the same conditions, every latency
 measurement is kept in `kd_comparison_results.json` ("latency" → "measurements") and the quietest
-one (smallest worst-row std / mean) is the one shown, in the files and in the notebook alike. A
+one (smallest mean std / mean over the rows) is the one shown, in the files and in the notebook alike. A
 partial table (some methods not trained yet) never replaces a complete one.
 """
 
@@ -118,8 +118,10 @@ _CONDITIONS = ("device", "threads", "dtype", "input_size", "path")
 
 
 def _noise(rows: dict) -> float:
-    """The worst row's relative spread, std / mean, of one measurement {method: [mean, std]}."""
-    return max((s / m for m, s in rows.values() if num(m) and num(s) is not None), default=0.0)
+    """The mean relative spread, std / mean, over the rows of one measurement {method: [mean, std]}: every
+    model counts (the worst row alone let one quiet teacher row call a noisier measurement quieter)."""
+    spreads = [s / m for m, s in rows.values() if num(m) and num(s) is not None]
+    return sum(spreads) / len(spreads) if spreads else 0.0
 
 
 def measurement(results: dict) -> dict:

@@ -3,6 +3,7 @@ the teacher, and where its report is. What `python -m helpers runs` prints and n
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from ..config.knobs import Config
@@ -49,8 +50,10 @@ def overview(checkpoints_dir=Config.checkpoints_dir) -> str:
     names_ = sorted(p.parent.name for p in folder.glob(f"*/{RECORD}"))
     if not names_:
         return f"No runs under {paths.portable(folder)} yet: notebook 01 (or `python -m helpers run`) starts one."
+    now = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M")
     lines = [
-        f"Runs under {paths.portable(folder)} (* = the current run, followed by notebooks left at their defaults):"
+        f"Runs under {paths.portable(folder)} as they stand at {now} (* = the current run, followed by "
+        "notebooks left at their defaults):"
     ]
     for name in names_:
         rec = read_record(folder, name) or {}
