@@ -19,30 +19,27 @@ from .core import paths
 from .kd import Knob, check, check_method, get, label, load_files, register, registered
 
 __all__ = ["Knob", "check", "check_method", "get", "label", "register", "registered", "save"]
-METHODS_DIR = "checkpoints/methods"  # where a method written in a notebook cell is saved (root-relative)
 
 
-def save(source: str, filename: str = "my_kd.py") -> str:
-    """Write a method file from a notebook cell into checkpoints/methods/ (so other kernels and torchrun
-    processes can import it) and import it here; returns its path for `method_files` (root-relative)."""
-    path = paths.resolve(METHODS_DIR) / filename
-    if path.suffix != ".py" or path.parent != paths.resolve(METHODS_DIR):
-        raise ValueError(f"save: give a file name ending in .py, e.g. my_kd.py (got {filename!r})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(source, encoding="utf-8")
-    load_files([path], reload=True)
-    return paths.portable(path)
+def save(source: str, path="checkpoints/methods/my_kd.py") -> str:
+    """Write a method file from a notebook cell (root-relative paths mean the project root) so that other
+    kernels and torchrun processes can import it, and import it here; returns its path for `method_files`."""
+    target = paths.resolve(path)
+    if target.suffix != ".py":
+        raise ValueError(f"save: give the path of a .py file, e.g. checkpoints/methods/my_kd.py (got {path!r})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(source, encoding="utf-8")
+    load_files([target], reload=True)
+    return paths.portable(target)
 
 
 def _method_file_magic(line: str, cell: str) -> None:
-    """%%method_file my_kd.py: this cell's code becomes that method file (saved, then imported)."""
+    """%%method_file PATH: this cell's code becomes that method file (saved, then imported)."""
     before = set(registered())
-    path = save(cell, line.strip() or "my_kd.py")
-    new = [m for m in registered() if m not in before] or "(re-registered)"
-    print(
-        f"saved {path}; registered: {', '.join(new) if isinstance(new, list) else new}. "
-        f"Use it with overrides={{'method_files': ['{path}']}}."
-    )
+    path = save(cell, line.strip() or "checkpoints/methods/my_kd.py")
+    new = [m for m in registered() if m not in before]
+    print(f"saved {path}; registered: {', '.join(new) if new else 'the same methods again'}. "
+          f"Use it with method_files=['{path}'].")
 
 
 def _install_magic() -> None:

@@ -168,7 +168,10 @@ def test_a_method_registered_outside_a_method_file_is_not_part_of_a_study(scratc
 def test_a_method_cell_becomes_a_file_other_processes_import(tmp_path, monkeypatch, scratch_registry):
     monkeypatch.setenv("KDSEG_ROOT", str(tmp_path))
     path = methods.save("from helpers.methods import register\n" + LOGIT_MSE)
-    assert path == "checkpoints/methods/my_kd.py" and (tmp_path / path).is_file()
+    assert path == "checkpoints/methods/my_kd.py" and (tmp_path / path).is_file()  # root-relative
+    other = LOGIT_MSE.replace('"logit_mse"', '"logit_mse2"').replace("gamma", "gamma2")
+    elsewhere = methods.save("from helpers.methods import register\n" + other, tmp_path / "other" / "kd.py")
+    assert elsewhere == "other/kd.py" and kd.get("logit_mse2").source == "other/kd.py"
     assert kd.get("logit_mse").label == "Logit MSE"
     methods.save("from helpers.methods import register\n" + LOGIT_MSE.replace("Logit MSE", "Logit MSE v2"))
     assert kd.get("logit_mse").label == "Logit MSE v2"  # a cell run again replaces its method
