@@ -38,8 +38,10 @@ def _method_file_magic(line: str, cell: str) -> None:
     before = set(registered())
     path = save(cell, line.strip() or "checkpoints/methods/my_kd.py")
     new = [m for m in registered() if m not in before]
-    print(f"saved {path}; registered: {', '.join(new) if new else 'the same methods again'}. "
-          f"Use it with method_files=['{path}'].")
+    print(
+        f"saved {path}; registered: {', '.join(new) if new else 'the same methods again'}. "
+        f"Use it with method_files=['{path}']."
+    )
 
 
 def _install_magic() -> None:

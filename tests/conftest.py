@@ -37,6 +37,7 @@ def tiny_cfg(demo_root, tmp_path):
 
     return Config(
         run_name="t",
+        min_teacher_miou=0,  # (a teacher of one tiny epoch: no pre-flight check)
         checkpoints_dir=str(tmp_path / "ckpt"),
         reports_dir=str(tmp_path / "reports"),
         data_root=str(demo_root),

@@ -15,7 +15,7 @@ from helpers import training
 from helpers.data.voc import CLASSES
 from helpers.evaluation import metrics
 from helpers.models import store as runs
-from helpers.results import analysis, compare, files
+from helpers.results import analysis, compare, files, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -37,6 +37,7 @@ def two_seeds(tmp_path_factory, demo_root):
     base = tmp_path_factory.mktemp("cmp")
     cfg = Config(
         run_name="two",
+        min_teacher_miou=0,  # (a teacher of one tiny epoch: no pre-flight check)
         checkpoints_dir=str(base / "ckpt"),
         reports_dir=str(base / "reports"),
         data_root=str(demo_root),
@@ -92,6 +93,7 @@ def test_table_delta_is_the_difference_of_its_mIoU_column(seeds, tmp_path, monke
     monkeypatch.setattr(
         compare, "load_finished", lambda cfg, progress=True, partial=True: (models, evals, list(range(30)), [])
     )
+    monkeypatch.setattr(compare, "_agreement", lambda *a: {})  # (no images behind these evaluations)
     monkeypatch.setattr(costs, "optimize_for_inference", lambda m, path, size: m)
     monkeypatch.setattr(costs, "gflops", lambda m, size: 0.1)
     fake_lat = {
@@ -190,9 +192,9 @@ def test_seed_summary_names_the_interval_the_run_will_get(seeds, tmp_path, monke
     """Notebooks 03/04's printout promises notebook 05's interval: seed-level only with several seeds."""
     from helpers.config import Config
 
-    monkeypatch.setattr(compare, "_evaluate", lambda cfg, key, model, val, device: {"miou": 0.5})
+    monkeypatch.setattr(summary, "_evaluate", lambda cfg, key, model, val, device: {"miou": 0.5})
     cfg = Config(run_name="s", checkpoints_dir=str(tmp_path / "ckpt"), reports_dir=str(tmp_path / "r"), seeds=seeds)
-    text = compare.seed_summary(cfg, "response", {s: None for s in range(seeds)}, "cpu", val=[0] * 6)
+    text = summary.seed_summary(cfg, "response", {s: None for s in range(seeds)}, "cpu", val=[0] * 6)
     image_level = "image-level interval (paired bootstrap over val images; one seed cannot show training noise)"
     assert (image_level in text) == (seeds == 1) and ("seed-level interval" in text) == (seeds > 1)
-    assert "interval" not in compare.seed_summary(cfg, "baseline", {0: None}, "cpu", val=[0] * 6)
+    assert "interval" not in summary.seed_summary(cfg, "baseline", {0: None}, "cpu", val=[0] * 6)

@@ -206,6 +206,7 @@ def test_one_code_path_trains_and_evaluates_on_the_real_voc_format(voc_sample, t
     cfg = Config(
         dataset="voc",
         data_root=str(voc_sample),
+        min_teacher_miou=0,
         checkpoints_dir=str(tmp_path),
         run_name="v",
         teacher_split="train",

@@ -36,16 +36,24 @@ def logit_mse(s, t, target, cfg):
 
 
 def test_the_built_in_methods_are_the_three_families_and_the_guide_keeps_three_rows():
-    assert kd.registered()[:4] == ["baseline", "response", "feature", "pairwise"]
-    families = {m: kd.get(m).teacher for m in kd.registered()[:4]}
-    assert families == {"baseline": None, "response": "logits", "feature": "feature", "pairwise": "feature"}
+    built_in = ["baseline", "baseline_matched", "response", "feature", "pairwise"]
+    assert kd.registered()[:5] == built_in
+    families = {m: kd.get(m).teacher for m in built_in}
+    assert families == {
+        "baseline": None,
+        "baseline_matched": None,
+        "response": "logits",
+        "feature": "feature",
+        "pairwise": "feature",
+    }
+    assert kd.get("baseline_matched").match_compute and kd.get("baseline_matched").loss is None
     assert kd.get("feature").adapter and not kd.get("pairwise").adapter  # relations need no channel match
     assert config.Config().students == ["baseline", "response", "feature"]  # the guide's table by default
-    for m in kd.registered()[1:4]:
+    for m in built_in[2:]:
         assert kd.get(m).paper and kd.get(m).weight in kd.get(m).knobs
 
 
-@pytest.mark.parametrize("name", ["baseline", "response", "feature", "pairwise"])
+@pytest.mark.parametrize("name", ["baseline", "baseline_matched", "response", "feature", "pairwise"])
 def test_every_built_in_method_meets_the_contract(name):
     results = kd.check(name)
     assert all(ok for _, ok, _ in results), results

@@ -8,7 +8,7 @@ from helpers import kd, training
 from helpers.config import study as session
 from helpers.core.progress import EpochView, span
 from helpers.models import store as runs
-from helpers.results import analysis, compare, files, table
+from helpers.results import analysis, compare, files, summary, table
 from helpers.training import seeds as launch
 
 
@@ -246,7 +246,7 @@ def test_long_steps_show_progress(tiny_cfg, monkeypatch):
     bars = []
     real = evaluation.evaluate
     monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: bars.append(k.get("progress")) or real(*a, **k))
-    compare._evaluate(tiny_cfg, "baseline", model, ds, "cpu")
+    summary._evaluate(tiny_cfg, "baseline", model, ds, "cpu")
     assert bars == [True]
-    compare._evaluate(tiny_cfg, "baseline", model, ds, "cpu")  # cached: no second evaluation
+    summary._evaluate(tiny_cfg, "baseline", model, ds, "cpu")  # cached: no second evaluation
     assert bars == [True]

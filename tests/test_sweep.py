@@ -3,7 +3,9 @@ resumable cell by cell, with the study's teacher; mistakes are refused before an
 
 import csv
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from helpers import cli as cli
 from helpers import config, kd, training
@@ -151,3 +153,19 @@ def test_cli_sweep(monkeypatch, tmp_path, capsys):
         == 2
     )
     assert "does not calibrate response KD" in capsys.readouterr().err
+
+
+def test_two_settings_are_compared_paired_by_seed(tmp_path):
+    """The cached-vs-online measurement: two settings of one knob, their difference seed by seed."""
+    path = tmp_path / "sweep.csv"
+    rows = ["method,teacher_cache,seed,split,holdout_miou,train_s"]
+    cached, online = [0.80, 0.82, 0.81, 0.79], [0.79, 0.80, 0.82, 0.78]
+    rows += [f"baseline,,{s},holdout,0.75,1" for s in range(4)]
+    rows += [f"response,True,{s},holdout,{v},1" for s, v in enumerate(cached)]
+    rows += [f"response,False,{s},holdout,{v},1" for s, v in enumerate(online)]
+    path.write_text("\n".join(rows) + "\n")
+    md = sweep.table_markdown(path)
+    diffs = [a - b for a, b in zip(cached, online)]
+    half = stats.t.ppf(0.975, 3) * np.std(diffs, ddof=1) / 2
+    assert f"teacher_cache=True minus teacher_cache=False, paired by seed over 4 seeds: {np.mean(diffs):+.4f}" in md
+    assert f"t-interval {np.mean(diffs) - half:+.4f} to {np.mean(diffs) + half:+.4f}), not distinguishable" in md

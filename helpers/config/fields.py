@@ -84,6 +84,12 @@ class Knobs:
         "pass; False: the teacher runs in every step",
     )
     cache_stride: int = distillation(4, "the cached logits are average-pooled by this factor", minimum=1)
+    min_teacher_miou: float = distillation(
+        0.1,
+        "pre-flight check before any distillation: the teacher's mIoU on 16 monitor_split images must reach this "
+        "and beat predicting background everywhere (0: no check)",
+        minimum=0,
+    )
     # evaluation and report
     bootstrap_resamples: int = evaluation(2000, "05: bootstrap resamples of the val images", minimum=1)
     latency_size: int = evaluation(64, "05: square input side for the latency column (VOC: 512)", minimum=1)

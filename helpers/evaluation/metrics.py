@@ -143,26 +143,35 @@ def _boot_mious(counts: np.ndarray, w: np.ndarray) -> np.ndarray:
     return _miou_from_counts(summed.reshape(-1, s, c, 3))
 
 
-def _seed_level(values: np.ndarray, boot: np.ndarray, level: float) -> tuple[float, float, str]:
-    """(low, high, method) for the mean over seeds of a statistic.
+def _seed_level(values: np.ndarray, boot: np.ndarray, level: float) -> dict:
+    """{"low", "high", "method", "p", "var_seeds", "var_images"} for the mean over seeds of a statistic.
 
     values: (S,) the statistic of each seed on the full val set; boot: (B, S) its image-bootstrap
-    replicates (same images for all seeds per row). S == 1: percentile interval of boot.
-    S >= 2: mean ± t_{S-1} · sqrt(var_between / S + var_images(seed mean)).
-    """
-    s = values.size
+    replicates (same images for all seeds per row). S == 1: percentile interval of boot, and p the
+    two-sided bootstrap tail at 0. S >= 2: mean ± t_{S-1} · sqrt(var_seeds / S + var_images), with
+    var_seeds the between-seed variance and var_images the image-bootstrap variance of the seed mean;
+    p: the two-sided t-test of mean 0 with that standard error."""
+    s, mean = values.size, float(np.mean(values))
+    var_images = float(np.nanvar(np.nanmean(boot, axis=1), ddof=1))
     if s == 1:
         low, high = _interval(boot[:, 0], level)
-        return low, high, "paired percentile bootstrap over val images (1 seed: training noise not covered)"
+        p = float(min(1.0, 2 * min(np.mean(boot[:, 0] <= 0), np.mean(boot[:, 0] >= 0)))) if mean else 1.0
+        method = "paired percentile bootstrap over val images (1 seed: training noise not covered)"
+        return {"low": low, "high": high, "method": method, "p": p, "var_seeds": None, "var_images": var_images}
     _check_level(level)
-    var = np.var(values, ddof=1) / s + np.nanvar(np.nanmean(boot, axis=1), ddof=1)
-    half = float(stats.t.ppf((1 + level) / 2, s - 1) * np.sqrt(var))
-    mean = float(np.mean(values))
-    return (
-        mean - half,
-        mean + half,
-        (f"seed-level t-interval over {s} seeds (t, {s - 1} df; between-seed + val-image bootstrap variance)"),
-    )
+    var_seeds = float(np.var(values, ddof=1))
+    se = float(np.sqrt(var_seeds / s + var_images))
+    half = float(stats.t.ppf((1 + level) / 2, s - 1) * se)
+    p = float(2 * stats.t.sf(abs(mean) / se, s - 1)) if se > 0 else float(mean == 0)
+    method = f"seed-level t-interval over {s} seeds (t, {s - 1} df; between-seed + val-image bootstrap variance)"
+    return {
+        "low": mean - half,
+        "high": mean + half,
+        "method": method,
+        "p": p,
+        "var_seeds": var_seeds,
+        "var_images": var_images,
+    }
 
 
 def paired_delta_ci(cms_a, cms_b, resamples: int = 2000, level: float = 0.95, rng=0) -> dict:
@@ -202,16 +211,14 @@ def paired_delta_from_counts(ca: np.ndarray, cb: np.ndarray, resamples: int = 20
     w = _resample_weights(n, resamples, rng)
     boot = _boot_mious(np.concatenate([ca, cb]), w)  # (B, 2S): a's seeds, then b's
     per_seed = _miou_from_counts(ca.sum(1)) - _miou_from_counts(cb.sum(1))  # (S,)
-    low, high, method = _seed_level(per_seed, boot[:, :s] - boot[:, s:], level)
+    ci = _seed_level(per_seed, boot[:, :s] - boot[:, s:], level)
     return {
         "delta": float(np.mean(per_seed)),
-        "low": low,
-        "high": high,
+        **ci,
         "level": level,
         "resamples": resamples,
-        "significant": bool(low > 0 or high < 0),
+        "significant": bool(ci["low"] > 0 or ci["high"] < 0),
         "per_seed": [float(v) for v in per_seed],
-        "method": method,
         "n_seeds": s,
     }
 
@@ -230,15 +237,15 @@ def seed_ci_from_counts(counts: np.ndarray, resamples: int = 2000, level: float 
     """`seed_miou_ci` on per-seed per-image per-class counts (S, N, C, 3) [tp, fp, fn]."""
     per_seed = _miou_from_counts(counts.sum(1))
     boot = _boot_mious(counts, _resample_weights(counts.shape[1], resamples, rng))
-    low, high, method = _seed_level(per_seed, boot, level)
+    ci = _seed_level(per_seed, boot, level)
     return {
         "miou": float(np.mean(per_seed)),
-        "low": low,
-        "high": high,
+        "low": ci["low"],
+        "high": ci["high"],
         "level": level,
         "resamples": resamples,
         "per_seed": [float(v) for v in per_seed],
-        "method": method.replace("paired ", ""),
+        "method": ci["method"].replace("paired ", ""),
         "n_seeds": counts.shape[0],
     }
 

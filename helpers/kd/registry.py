@@ -58,6 +58,7 @@ class Method:
     paper: str = ""
     notebook: str | None = None  # the notebook that trains it in a study (None: the runner, before 05)
     source: str = "helpers"  # the module (or method file) that registered it
+    match_compute: bool = False  # trained for as many epochs as match the costliest KD method's FLOPs
 
     @property
     def needs_logits(self) -> bool:
@@ -85,6 +86,7 @@ def register(
     weight: str | None = None,
     paper: str = "",
     notebook: str | None = None,
+    match_compute: bool = False,
 ):
     """Register the decorated loss term as KD method `name` (see the module docstring)."""
     where = f"register('{name}')"
@@ -114,7 +116,9 @@ def register(
                     f"{source}: the knob '{k}' of method '{name}' is already a knob of '{owner.name}' "
                     f"(registered by {owner.source}); give it another name (e.g. '{name}_{k}')."
                 )
-        REGISTRY[name] = Method(name, label, fn, teacher, adapter, knobs, weight, paper, notebook, source)
+        REGISTRY[name] = Method(
+            name, label, fn, teacher, adapter, knobs, weight, paper, notebook, source, match_compute
+        )
         return fn
 
     return add
@@ -219,3 +223,6 @@ def _frames(e: BaseException):
 
 
 register("baseline", label="Without KD (Baseline)", notebook="02_baseline")(None)
+# The baseline given the training compute of the costliest KD method of the run (training/cost.py): does KD
+# still win when the baseline may train as long? (-p students baseline,response,feature,baseline_matched)
+register("baseline_matched", label="Without KD, compute-matched", match_compute=True)(None)

@@ -9,6 +9,8 @@ import re
 import statistics
 from pathlib import Path
 
+from scipy import stats
+
 from ..core.errors import UserError
 
 
@@ -65,7 +67,29 @@ def table_markdown(csv_path) -> str:
             f"\nBest setting (highest mean {split} mIoU): **{name(best)}**, {_stats(kd[best])[0]:.4f}, "
             f"gain {gain(kd[best])} vs the baseline. Scored on `{split}`; the reported split was not used."
         )
+    if len(kd) == 2:
+        lines.append("\n" + paired_sentence(knobs, split, *kd.items()))
     return "\n".join(lines) + "\n"
+
+
+def paired_sentence(knobs, split: str, a: tuple, b: tuple, level: float = 0.95) -> str:
+    """Two settings, paired by seed (same init, same batches): the mean difference of their holdout mIoU with
+    a t-interval over the seeds' differences (between-seed noise only: the holdout images are fixed)."""
+    (va, da), (vb, db) = a, b
+    seeds = sorted(set(da) & set(db))
+    diffs = [da[s] - db[s] for s in seeds]
+    name = lambda values: ", ".join(f"{k}={v}" for k, v in zip(knobs, values))  # noqa: E731
+    if len(diffs) < 2:
+        return f"{name(va)} minus {name(vb)}: {len(diffs)} paired seed(s), too few for an interval."
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    half = stats.t.ppf((1 + level) / 2, len(diffs) - 1) * sd / len(diffs) ** 0.5
+    said = "distinguishable from 0" if abs(mean) > half else "not distinguishable from 0 (within seed noise)"
+    return (
+        f"{name(va)} minus {name(vb)}, paired by seed over {len(diffs)} seeds: {mean:+.4f} {split} mIoU "
+        f"({100 * level:g}% t-interval {mean - half:+.4f} to {mean + half:+.4f}), {said}; per seed: "
+        + ", ".join(f"{s}: {d:+.4f}" for s, d in zip(seeds, diffs))
+        + "."
+    )
 
 
 def plot(csv_path, png_path) -> Path:

@@ -20,7 +20,9 @@ body.kd-hide-code .jp-CodeCell.jp-mod-noOutputs { display: none !important; }
 .kd-nb-heading { border-top: 3px solid #bbb; margin-top: 2.5em; padding-top: 0.5em; }
 .kd-math { overflow-x: auto; margin: 0.6em 0; }
 math { font-size: 1.1em; }
-@media print { .kd-code-toggle { display: none; } .jp-RenderedMarkdown table { font-size: 0.78em; } }
+@media print { .kd-code-toggle { display: none; } .jp-RenderedMarkdown table { font-size: 0.78em; }
+  .jp-Cell, .jp-Cell-outputWrapper, .jp-OutputArea-child, .jp-OutputArea-output { break-inside: auto !important; }
+  img, .kd-math, tr { break-inside: avoid; } }
 """
 _JS = """
 (function () {

@@ -73,6 +73,18 @@ def _settings(preset, out_dir, overrides, force):
     return cfg, {"preset": preset, "run_name": cfg.run_name, "overrides": overrides}, out_dir
 
 
+@contextmanager
+def _kernel_env():
+    """The notebooks' kernels get the environment without MPLBACKEND (a test session or a shell may set Agg),
+    so matplotlib picks Jupyter's inline backend and every figure is saved in the executed notebook."""
+    backend = os.environ.pop("MPLBACKEND", None)
+    try:
+        yield
+    finally:
+        if backend is not None:
+            os.environ["MPLBACKEND"] = backend
+
+
 def _execute(name: str, source: Path, target: Path, params: dict, log) -> float:
     """Execute one notebook into `target`; returns its seconds. A failure is a UserError naming the cell."""
     import papermill
@@ -125,7 +137,8 @@ def run(
     for i, name in enumerate(order, 1):
         log(f"[{i}/{len(order)}] {name} … ", end="", flush=True)
         executed.append(out_dir / f"{name}.ipynb")
-        timings[name] = _execute(name, Path(notebooks_dir) / f"{name}.ipynb", executed[-1], params, log)
+        with _kernel_env():
+            timings[name] = _execute(name, Path(notebooks_dir) / f"{name}.ipynb", executed[-1], params, log)
         log(f"done in {timings[name]:.1f} s")
         if name in TRAINING and not set(TRAINING) & set(order[i:]):  # the last training notebook of the run
             timings.update(train_other_students(cfg, order, log))

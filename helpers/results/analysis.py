@@ -188,7 +188,8 @@ def analysis_text(results: dict) -> str:
         _params_sentence(students, teacher),
         _latency_sentence(students, base) if base else None,
     )
-    paragraphs = (verdicts + ([boundary] if boundary else []), [seeds] if seeds else [], [c for c in costs if c])
+    worth = _worth_sentences(results, students, base) if base else []
+    paragraphs = (verdicts + ([boundary] if boundary else []), worth, [seeds] if seeds else [], [c for c in costs if c])
     return "\n\n".join(" ".join(p) for p in paragraphs if p)
 
 
@@ -223,3 +224,59 @@ def _verdicts(students: list[dict], base: dict | None, teacher: dict | None, lev
             + (f", with a teacher ({teacher['miou']:.4f}) weaker than the student it teaches." if weak else ".")
         )
     return out
+
+
+def _worth_sentences(results: dict, students: list[dict], base: dict) -> list[str]:
+    """Is KD worth it: its training cost against the baseline's, whether it beat a baseline trained with the
+    same compute, and whether the students learned the teacher (fidelity)."""
+    out, kd_rows = [], [r for r in students if r is not base and r["method"] != "baseline_matched"]
+    priced = [r for r in kd_rows if num(r.get("train_tflops_ratio")) is not None]
+    if priced:
+        out.append(
+            "Same inference cost, more training: per seed, "
+            + "; ".join(
+                f"{row_label(r)} took {r['train_tflops_ratio']:.2f}× the baseline's training FLOPs "
+                f"({r['train_s_ratio']:.2f}× its measured time)"
+                for r in priced
+            )
+            + "."
+        )
+    matched = by_method(results, "baseline_matched")
+    compared = [r for r in kd_rows if (r.get("diff_vs_matched") or {}).get("diff") is not None]
+    if matched and compared:
+        out.append(
+            f"Against the baseline trained as long ({(results.get('matched') or {}).get('epochs', '?')} epochs, "
+            "matched by FLOPs to the costliest KD row): "
+            + "; ".join(
+                f"{row_label(r)} {r['diff_vs_matched']['diff']:+.4f} mIoU ({fmt(r['diff_vs_matched']['low'], '+.4f')} "
+                f"to {fmt(r['diff_vs_matched']['high'], '+.4f')}): " + _beat(r["diff_vs_matched"])
+                for r in compared
+            )
+            + "."
+        )
+    elif kd_rows:
+        out.append(
+            "Whether a baseline given the same training compute would catch up is not measured in this run "
+            "(add baseline_matched to students)."
+        )
+    agree = [r for r in students if num(r.get("agreement")) is not None]
+    if agree and num(base.get("agreement")) is not None:
+        out.append(
+            "Agreement with the teacher (share of pixels where the student's argmax is the teacher's): "
+            f"{base['agreement']:.4f} without KD; "
+            + "; ".join(
+                f"{row_label(r)} {r['agreement']:.4f} ({r['agreement_diff_vs_baseline']['diff']:+.4f}, "
+                + ("distinguishable" if significant(r["agreement_diff_vs_baseline"]) else "not distinguishable")
+                + ")"
+                for r in agree
+                if r is not base and r.get("agreement_diff_vs_baseline")
+            )
+            + "."
+        )
+    return out
+
+
+def _beat(d: dict) -> str:
+    if not significant(d):
+        return "not distinguishable from the longer-trained baseline"
+    return "KD beat it, distinguishably" if d["diff"] > 0 else "the longer-trained baseline was better, distinguishably"

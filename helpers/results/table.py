@@ -22,6 +22,7 @@ from .rows import (  # noqa: F401  (also read through table by notebook 05)
     significant,
     verdict,
 )
+from .worth import worth_markdown, worth_text
 
 TABLE_STEM = "kd_comparison_results"
 COLUMNS = ["Knowledge Distillation", "mIoU", "# Parameters", "Inference Speed (ms)"]
@@ -80,7 +81,7 @@ def table_text(results: dict) -> str:
                 said += f"; per seed: {fmt_per_seed(d['per_seed'])}"
             out.append(f"  {row_label(r).ljust(width)}{fmt_ci(d)}  {said}")
     out += _boundary_text(rows)
-    out += [""] + notes(results)
+    out += [""] + notes(results) + worth_text(results)
     return "\n".join(out) + "\n"
 
 
@@ -137,4 +138,5 @@ def table_markdown(results: dict) -> str:
             delta,
         ]
         out.append("| " + " | ".join(v.replace("|", "\\|") for v in vals) + " |")
-    return "\n".join(out) + _boundary_markdown(ordered_rows(results)) + "\n\n" + "\n\n".join(notes(results)) + "\n"
+    body = "\n".join(out) + _boundary_markdown(ordered_rows(results)) + "\n\n" + "\n\n".join(notes(results))
+    return body + worth_markdown(results) + "\n"

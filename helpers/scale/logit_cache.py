@@ -92,6 +92,12 @@ class WithTeacherLogits(torch.utils.data.Dataset):
         return self.ds.transform(img, labels, self.cache[self.ds.ids[i]], self.stride)
 
 
+def cache_folder(cfg: Config) -> Path:
+    """Where the run's cached teacher logits live (shared by every run with the same teacher and split)."""
+    name = f"{cfg.teacher_key()}-logits-{cfg.train_split}-s{cfg.cache_stride}"
+    return Path(cfg.checkpoints_dir) / "teachers" / name
+
+
 def teacher_cache(cfg: Config, teacher, device, progress: bool = True) -> Path:
     """One teacher pass over `train_split` (full resolution, no augmentation), storing its logits
     average-pooled by `cache_stride` in fp16 (`LogitCache`). Reused while it exists.
@@ -99,9 +105,7 @@ def teacher_cache(cfg: Config, teacher, device, progress: bool = True) -> Path:
     The approximation: a training step samples the cached map bilinearly at the augmented crop's
     pixels (`transforms.TrainAugment`); the online teacher would instead see the augmented image.
     """
-    folder = (
-        Path(cfg.checkpoints_dir) / "teachers" / f"{cfg.teacher_key()}-logits-{cfg.train_split}-s{cfg.cache_stride}"
-    )
+    folder = cache_folder(cfg)
     done = folder / "complete.json"
     if not done.is_file() or json.loads(done.read_text()).get("format") != LogitCache.FORMAT:
         write_logit_cache(dataset(cfg, cfg.train_split), teacher, folder, cfg.cache_stride, device, progress)

@@ -15,6 +15,7 @@ from ..data.loaders import data_seed, dataset, epoch_loader, loader
 from ..kd.feature import FeatureAdapter
 from ..models import build_model, store
 from ..scale import distributed
+from . import cost
 from . import teacher as teachers
 
 
@@ -94,7 +95,7 @@ def trainee(cfg: Config, name: str, seed: int, job: distributed.Context, progres
     train_ds, feed = teachers.feed(cfg, name, frozen, train_ds, job, progress)
     if is_teacher and job.main:
         print(teachers.new_teacher_note(cfg, len(train_ds), saved), flush=True)
-    epochs = cfg.teacher_epochs if is_teacher else cfg.epochs
+    epochs = cost.epochs_of(cfg, name)
     params = list(model.parameters()) + (list(adapter.parameters()) if adapter is not None else [])
     opt, sched, scaler = optimization(cfg, name, params, len(train_ds), epochs, job.device)
     title = "teacher" if is_teacher else f"{name} seed {seed}"

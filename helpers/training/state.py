@@ -19,6 +19,7 @@ from ..evaluation import evaluate
 from ..models import checkpoint_path, seeds_of, trains_here
 from ..scale import distributed
 from ..scale.torchrun import EPOCH_LINES
+from .cost import epochs_of
 
 
 def read(path: Path) -> dict | None:
@@ -27,14 +28,17 @@ def read(path: Path) -> dict | None:
 
 
 def check_settings(cfg: Config, method: str, state: dict, path) -> None:
-    """Refuse a checkpoint made with other values of the knobs that shape `method`'s weights: reusing or
-    continuing it would silently mix two set-ups in one study."""
+    """Refuse a checkpoint made with other values of the knobs that shape `method`'s weights (or for another
+    number of epochs, e.g. a compute-matched baseline whose KD methods changed): reusing or continuing it
+    would silently mix two set-ups in one study."""
     saved, now = state.get("config", {}), cfg.to_dict()  # (paths compared in their root-relative form)
     diffs = [
         f"{k}: {saved[k]!r} in the checkpoint, {now[k]!r} now"
         for k in shaping_keys(method)
         if k in saved and portable_value(k, saved[k]) != now[k]
     ]
+    if state.get("epochs") is not None and state["epochs"] != (wanted := epochs_of(cfg, method)):
+        diffs.append(f"{state['epochs']} epochs in the checkpoint, {wanted} now")
     if diffs:
         raise UserError(
             f"'{path}' was trained with other settings ({'; '.join(diffs)}); reusing or continuing it "
@@ -117,6 +121,7 @@ def save(path: Path, run, epoch: int, seed: int, history: dict, images: int) -> 
             "epochs": run.epochs,
             "complete": epoch >= run.epochs,
             "rng": checkpoint.rng_state(),
+            "device": str(run.device),
             "config": cfg.to_dict(),
             "history": history,
             "images": images,

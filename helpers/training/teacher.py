@@ -12,6 +12,7 @@ from ..config.knobs import TEACHER_KEYS, Config, portable_value
 from ..core import checkpoint
 from ..core.errors import UserError
 from ..core.paths import portable
+from ..data.loaders import dataset
 from ..data.transforms import sample_cached
 from ..models import checkpoint_path, load_teacher, teacher_identity, trains_here
 from ..scale import distributed
@@ -52,6 +53,50 @@ class TeacherFeed:
         return kd.teacher_outputs(self.teacher, images, self.method)
 
 
+_CHECKED: set = set()  # the teachers this process has checked (by identity)
+PREFLIGHT_IMAGES = 16
+
+
+def preflight(cfg: Config, teacher, device) -> float:
+    """Before any distillation: the teacher's mIoU on the first PREFLIGHT_IMAGES monitor_split images must reach
+    cfg.min_teacher_miou and beat predicting background everywhere; otherwise one paragraph stops the run
+    (weights that did not load, another normalisation or class order are the usual causes). Returns the mIoU."""
+    from ..data import voc as voc_files
+    from ..evaluation import metrics
+    from ..evaluation.protocol import evaluate
+
+    ds = dataset(cfg, cfg.monitor_split)
+    few = voc_files.SegDataset(ds.items[:PREFLIGHT_IMAGES], ds.transform)
+    ev = evaluate(teacher, few, device)
+    truth = ev["per_image_cm"].sum(0).sum(1)  # pixels of each class in the ground truth
+    background = torch.zeros((len(truth), len(truth)), dtype=torch.int64)
+    background[:, 0] = torch.as_tensor(truth)  # every pixel predicted background
+    floor = metrics.mean_iou(background)
+    if ev["miou"] < cfg.min_teacher_miou or ev["miou"] <= floor:
+        raise UserError(
+            f"Pre-flight check: the teacher ({teacher_identity(cfg)}) reaches mIoU {ev['miou']:.4f} on {len(few)} "
+            f"'{cfg.monitor_split}' images, "
+            + (
+                f"no better than predicting background everywhere ({floor:.4f})"
+                if ev["miou"] <= floor
+                else f"below min_teacher_miou={cfg.min_teacher_miou:g}"
+            )
+            + ". Distilling from it "
+            "would teach the student noise. The usual causes: its weights did not load (a wrong or untrained "
+            "teacher_weights file), another input normalisation than ImageNet's, or another class order than VOC's "
+            "(background first). Check teacher_weights and teacher_arch; min_teacher_miou=0 turns the check off."
+        )
+    return ev["miou"]
+
+
+def checked(cfg: Config, teacher, device) -> None:
+    """`preflight` once per teacher in this process (and nothing when cfg.min_teacher_miou is 0)."""
+    key = (teacher_identity(cfg), cfg.monitor_split)
+    if cfg.min_teacher_miou > 0 and cfg.monitor_split and key not in _CHECKED:
+        preflight(cfg, teacher, device)
+        _CHECKED.add(key)
+
+
 def feed(cfg: Config, method: str, teacher, train_ds, job: distributed.Context, progress: bool):
     """(training set, TeacherFeed or None) for `method`: nothing for a method without a teacher; the
     logit cache (filled by rank 0 first) for one that reads only logits when cfg.teacher_cache; else the
@@ -59,6 +104,7 @@ def feed(cfg: Config, method: str, teacher, train_ds, job: distributed.Context, 
     m = kd.get("baseline" if method == "teacher" else method)
     if m.teacher is None:
         return train_ds, None
+    checked(cfg, teacher, job.device)
     if m.teacher == "logits" and cfg.teacher_cache:
         folder = job.first(teacher_cache, cfg, teacher, job.device, progress)
         return WithTeacherLogits(train_ds, folder), TeacherFeed(method, None, job.device)
