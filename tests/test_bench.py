@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers import cli as cli
+from helpers import perf
 from helpers.core import checkpoint
 from helpers.data import loaders as data
 from helpers.models import build_model
@@ -99,7 +100,7 @@ def test_bench_writes_a_complete_bench_json(bench):
     ce = r["cached_epoch"]  # real epochs: baseline vs cached response KD
     assert ce["images"] == 8 and positive(ce["cache_pass_s"]) and positive(ce["ratio"])
     assert set(ce["epoch_s"]) == {"baseline", "response_cached"} and all(map(positive, ce["epoch_s"].values()))
-    for name in ("student/eager", "student/fused", "student/jit", "teacher/eager", "teacher/fused", "teacher/jit"):
+    for name in (f"{role}/{path}" for role in ("student", "teacher") for path in perf.TABLE_PATHS):
         assert positive(r["latency_ms"][name]["mean"]), name
         assert math.isfinite(r["latency_ms"][name]["std"]), name
     assert set(r["gflop_per_s"]) == set(r["latency_ms"])
@@ -115,6 +116,7 @@ def test_bench_writes_a_complete_bench_json(bench):
         + (
             "workers=1",
             "student/jit",
+            "student/onnxruntime",
             "teacher/eager",
             "cached response-KD epoch",
             r["flop_convention"],
@@ -125,8 +127,8 @@ def test_bench_writes_a_complete_bench_json(bench):
 
 def test_compiled_paths_agree_with_eager_on_real_images(bench):
     agreement = bench[0]["argmax_agreement"]
-    for name in ("student/fused", "student/jit", "teacher/fused", "teacher/jit"):
-        assert agreement[name] >= 0.999, (name, agreement[name])
+    for name in (f"{role}/{path}" for role in ("student", "teacher") for path in perf.TABLE_PATHS[1:]):
+        assert agreement[name] >= perf.MIN_AGREEMENT, (name, agreement[name])
     assert bench[0]["agreement_images"] == 3
 
 
@@ -197,13 +199,10 @@ def test_agreement_is_measured_on_real_val_images_with_the_tables_path_function(
         images=3,
         int8=False,
     )
-    assert built == ["eager", "fused", "jit"] * 2
+    assert built == list(bench_mod.TABLE_PATHS) * 2
     val = data.dataset(tiny_cfg, tiny_cfg.eval_split)
     for images in seen:
         assert len(images) == 3 and all(torch.equal(x[0], val[i][0]) for i, x in enumerate(images))
     assert r["agreement_split"] == "val" and set(r["argmax_agreement"]) == {
-        "student/fused",
-        "student/jit",
-        "teacher/fused",
-        "teacher/jit",
+        f"{role}/{path}" for role in ("student", "teacher") for path in ("fused", "jit", "onnxruntime")
     }

@@ -124,6 +124,24 @@ def test_table_files_agree(smoke):
     assert set(table.class_deltas(data)) == {LABELS[m] for m in STUDENTS[1:]}
 
 
+def test_05_ships_the_best_student_as_onnx(smoke):
+    """Notebook 05's last table: the best student exported and timed on every path, as the executed notebook
+    shows it (its markdown output), the file beside the table."""
+    data = json.loads((smoke["out"] / "kd_comparison_results.json").read_text())
+    best = max((r for r in data["rows"] if r["method"] != "teacher"), key=lambda r: r["miou"])["method"]
+    onnx_file = smoke["out"] / "deploy" / f"{best}.onnx"
+    assert onnx_file.stat().st_size > 10_000
+    nb = json.loads((smoke["out"] / "05_compare.ipynb").read_text())
+    shown = "".join(
+        "".join(o.get("data", {}).get("text/markdown", "")) for c in nb["cells"] for o in c.get("outputs", [])
+    )
+    assert f"**Shipping the student** ({best}" in shown
+    for path in ("eager", "fused", "jit", "onnxruntime"):
+        assert re.search(
+            rf"\| {path} \| [\d.n/a]+ \| [\d.]+ ± [\d.]+ \| [\d.]+ \| [\d.]+ \| (yes|no \(< 0\.999\)) \|", shown
+        ), path
+
+
 def test_qualitative_folders(smoke):
     for method in [*STUDENTS, "teacher"]:
         d = smoke["out"] / f"qualitative_results_{method}"

@@ -70,7 +70,7 @@ def test_a_truncated_checkpoint_is_named_and_kept(tiny_cfg):
     ):
         with pytest.raises(UserError, match="is truncated or not a PyTorch checkpoint") as e:
             attempt()
-        assert str(path) in str(e.value) and "Delete it and train again" in str(e.value)
+        assert str(path) in str(e.value) and "delete it and train again" in str(e.value)
     assert path.read_bytes() == data[: len(data) // 2]  # not silently replaced or deleted
 
 

@@ -4,6 +4,7 @@
     train     one model (every seed's for --seed S): teacher, or a registered KD method
     compare   evaluate a run's models and write the comparison table
     sweep     calibrate a KD method's knobs on holdout
+    export    a student's checkpoint as an ONNX file (checked, run once by ONNX Runtime)
     qualitative, runs, check-method, demo-data, bench, docs
 A user's mistake prints one short paragraph and exits with status 2; `--debug` shows the traceback.
 """
@@ -112,6 +113,26 @@ def _sweep_command(sub) -> None:
     w.set_defaults(func=c.cmd_sweep)
 
 
+def _export_command(sub) -> None:
+    e = sub.add_parser("export", help="write a student's checkpoint as an ONNX file (the student alone, checked)")
+    which = e.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", type=Path, help="a student's checkpoint, checkpoints/<run>/<method>.pt")
+    which.add_argument("--arch", help="instead: a random-weight student of this architecture (no weights exist)")
+    e.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
+    e.add_argument("--image-size", type=int, help="input side traced (fixed unless --dynamic; default: latency_size)")
+    e.add_argument("--dynamic", action="store_true", help="batch, height and width free in the file")
+    e.add_argument(
+        "--paths",
+        action="store_true",
+        help="also time every inference path (eager, fused, jit, onnxruntime, int8) at --image-size, with "
+        "argmax agreement on real images (--data-root, --split; default the checkpoint's eval data)",
+    )
+    e.add_argument("--data-root", help="a VOC-layout folder for the agreement images (needed with --arch --paths)")
+    e.add_argument("--split", help="split of those images (default: the checkpoint's eval_split, else val)")
+    e.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device for --paths (default cpu)")
+    e.set_defaults(func=c.cmd_export)
+
+
 def _tool_commands(sub) -> None:
     q = sub.add_parser("qualitative", help="ranked success/failure figures for one checkpoint")
     q.add_argument("--checkpoint", required=True, type=Path)
@@ -158,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n")[0])
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_run_command, _train_command, _compare_commands, _sweep_command, _tool_commands):
+    for add in (_run_command, _train_command, _compare_commands, _sweep_command, _export_command, _tool_commands):
         add(sub)
     return p
 

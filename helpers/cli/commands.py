@@ -166,6 +166,64 @@ def cmd_qualitative(a):
     print(f"mIoU {ev['miou']:.4f} on {len(ds)} images; figures in {a.output_dir}")
 
 
+def cmd_export(a):
+    from ..perf import export
+
+    if a.checkpoint:
+        info = export.export_checkpoint(a.checkpoint, a.out, a.image_size, a.dynamic)
+    else:
+        info = export.write(_random_student(a.arch), a.out, a.image_size or 512, a.dynamic, {"arch": a.arch})
+        info["method"] = "random-weight"
+    shape = "dynamic batch, height, width" if info["dynamic"] else f"1x3x{info['image_size']}x{info['image_size']}"
+    print(
+        f"wrote {info['out']} ({info['bytes'] / 1e6:.2f} MB; {info['method']} student, {info['arch']}; "
+        f"input 'image' {shape}, output 'logits'; opset {info['opset']}); onnx.checker: passed\n"
+        f"ONNX Runtime vs PyTorch on a random input: max |Δ logits| {info['max_abs_diff']:.1e}, argmax agreement "
+        f"{info['argmax_agreement']:.4f}\nthe input it expects (also in the file's metadata): RGB in [0, 1], "
+        "normalised with ImageNet's mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)",
+        flush=True,
+    )
+    if a.paths:
+        _time_paths(a, info)
+
+
+def _random_student(arch: str):
+    import torch
+
+    from ..data.voc import NUM_CLASSES
+    from ..models.nets import build_model
+
+    torch.manual_seed(0)
+    return build_model(arch, NUM_CLASSES).eval()
+
+
+def _time_paths(a, info: dict) -> None:
+    """The deployment table of the exported student: every path timed at its image size, agreement on real
+    images at full resolution (the checkpoint's eval split, or a VOC-layout --data-root)."""
+    from ..config.study import from_settings
+    from ..data import loaders as data
+    from ..data import voc
+    from ..data.transforms import eval_transform
+    from ..models import load_model
+    from ..perf import deploy
+
+    if a.checkpoint:
+        model, state = load_model(a.checkpoint)
+        cfg = from_settings(state.get("config", {}))
+    elif not a.data_root:
+        raise UserError("export --arch ... --paths needs --data-root: a VOC-layout folder with the agreement images.")
+    else:
+        model, cfg = _random_student(a.arch), None
+    split = a.split or (cfg.eval_split if cfg else "val")
+    ds = voc.get_dataset(Path(a.data_root), split, eval_transform()) if a.data_root else data.dataset(cfg, split)
+    images = [ds[i][0][None] for i in range(min(deploy.AGREEMENT_IMAGES, len(ds)))]
+    d = deploy.measure_paths(model, images, info["image_size"], a.device, onnx_file=info["out"] * info["dynamic"])
+    if not info["dynamic"]:
+        d["notes"].append("onnxruntime: timed as an export with dynamic axes, the agreement images being full size")
+    d.update(method=info["method"], checkpoint=str(a.checkpoint or f"{a.arch} (random weights)"), onnx=info["out"])
+    print(deploy.deployment_markdown({**d, "split": split}))
+
+
 def cmd_demo_data(a):
     from ..data import demo
 

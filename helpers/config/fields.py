@@ -95,7 +95,10 @@ class Knobs:
     latency_size: int = evaluation(64, "05: square input side for the latency column (VOC: 512)", minimum=1)
     latency_min_time: float = evaluation(0.5, "05: seconds of timed runs per model and round (x 5 rounds)")
     inference_path: str = evaluation(
-        "eager", "05: the latency column's path: 'eager' (fp32), 'fused' or 'jit'", ("eager", "fused", "jit")
+        "eager",
+        "05: the latency column's path: 'eager' (fp32), 'fused', 'jit' or 'onnxruntime' (used when its argmax "
+        "agreement with eager on val images is >= 0.999, else eager, said under the table)",
+        ("eager", "fused", "jit", "onnxruntime"),
     )
     num_show: int = evaluation(8, "01: how many samples to draw", minimum=0)
     num_success: int = evaluation(10, "06: best validation images drawn per model", minimum=0)

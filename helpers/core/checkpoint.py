@@ -92,8 +92,8 @@ def _unpickler_detail(e: Exception) -> str:
 def _not_a_checkpoint(path, detail: str) -> str:
     # There is one file per model (no per-epoch copies): a damaged one has to be trained again.
     return (
-        f"Checkpoint '{path}' is truncated or not a PyTorch checkpoint ({detail}). Delete it and "
-        "train again: that model then starts from epoch 1."
+        f"Checkpoint '{path}' is truncated or not a PyTorch checkpoint ({detail}). If it is a checkpoint this "
+        "project wrote, delete it and train again: that model then starts from epoch 1; otherwise check the path."
     )
 
 

@@ -3,12 +3,14 @@ time goes (the bench), and calibrating a KD method's knobs on holdout (the sweep
 """
 
 from .costs import FLOP_CONVENTION, count_parameters, format_params, gflops
-from .inference import PATHS, argmax_agreement, optimize_for_inference
+from .inference import MIN_AGREEMENT, PATHS, TABLE_PATHS, argmax_agreement, optimize_for_inference
 from .timing import latency
 
 __all__ = [
     "FLOP_CONVENTION",
+    "MIN_AGREEMENT",
     "PATHS",
+    "TABLE_PATHS",
     "argmax_agreement",
     "count_parameters",
     "format_params",

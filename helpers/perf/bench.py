@@ -23,7 +23,7 @@ and inference latency.
    `data.loader` (real files, augmentation, cfg.batch_size, cfg.crop_size), interleaved; the
    ratio cached / baseline is the cost of response KD once the teacher is out of the loop.
 4. Batch-1 inference latency of student and teacher at `image_size`: eager fp32 and the faster
-   paths of `perf.optimize_for_inference` (fused, jit; int8 for a compact (plain conv) student
+   paths of `perf.optimize_for_inference` (fused, jit, onnxruntime; int8 for a compact (plain conv) student
    on CPU, kept only if its agreement is at least `int8_min_agreement`), interleaved by
    `perf.latency`, with GFLOPs and achieved GFLOP/s (the fp32 model's FLOPs / latency), and
    `perf.argmax_agreement` of every faster path with eager fp32 on real validation images
@@ -54,8 +54,9 @@ from ..core.errors import UserError
 from ..data import loaders as datasets
 from ..data import voc
 from ..models import store as runs
-from ..models.nets import CompactSegNet, build_model
+from ..models.nets import build_model
 from ..models.teacher import freeze
+from .bench_latency import inference
 from .bench_table import format_table
 from .eval_costs import evaluation_costs
 from .throughput import cached_epochs, data_wait, step_kinds, training_throughput
@@ -78,72 +79,6 @@ def _load_or_build(cfg: Config, method: str, arch: str) -> tuple[torch.nn.Module
             pass
     torch.manual_seed(cfg.seed)
     return build_model(arch, voc.NUM_CLASSES).eval(), "random init"
-
-
-def _real_images(cfg: Config, split: str, n: int) -> list[torch.Tensor]:
-    ds = datasets.dataset(cfg, split)  # eval transform: full resolution, normalised
-    return [ds[i][0][None] for i in range(min(n, len(ds)))]
-
-
-def inference(
-    student,
-    teacher,
-    cfg: Config,
-    device: torch.device,
-    image_size: int,
-    threads: int,
-    rounds: int = 3,
-    min_run_time: float = 0.2,
-    images: int = 4,
-    int8: bool = True,
-    int8_min_agreement: float = 0.98,
-) -> dict:
-    """Batch-1 latency of every inference path, GFLOPs, GFLOP/s and argmax agreement with eager."""
-    size = (1, 3, image_size, image_size)
-    val = _real_images(cfg, cfg.eval_split, images)
-    models, agreement, notes, flops = {}, {}, [], {}
-    for role, net in (("student", student), ("teacher", teacher)):
-        net = net.to(device).eval()
-        flops[role] = perf.gflops(net, size)
-        models[f"{role}/eager"] = eager = perf.optimize_for_inference(net, "eager", size)
-        for path in _paths(role, net, cfg, device, int8, notes):
-            calib = _real_images(cfg, cfg.train_split, 8) if path == "int8" else None
-            try:
-                fast = perf.optimize_for_inference(net, path, size, calibration=calib)
-            except UserError as e:
-                notes.append(f"{role}/{path} skipped: {e}")
-                continue
-            name = f"{role}/{path}"
-            agreement[name] = perf.argmax_agreement(eager, fast, val)
-            if path == "int8" and agreement[name] < int8_min_agreement:
-                notes.append(f"{name}: agreement {agreement[name]:.4f} < {int8_min_agreement}, not timed")
-                continue
-            models[name] = fast
-    lat = perf.latency(models, size, device=str(device), rounds=rounds, min_run_time=min_run_time, threads=threads)
-    latency_ms = {k: {"mean": v["mean_ms"], "std": v["std_ms"]} for k, v in lat.items()}
-    per_s = {k: flops[k.split("/")[0]] / (v["mean"] / 1e3) for k, v in latency_ms.items()}
-    return {
-        "latency_ms": latency_ms,
-        "gflops": flops,
-        "gflop_per_s": per_s,
-        "argmax_agreement": agreement,
-        "agreement_images": len(val),
-        "agreement_split": cfg.eval_split,
-        "notes": notes,
-    }
-
-
-def _paths(role: str, net, cfg: Config, device, int8: bool, notes: list) -> list[str]:
-    """The faster paths to build for one model (int8: a compact student on the CPU only; why not, in notes)."""
-    if role != "student" or not int8:
-        return ["fused", "jit"]
-    if device.type != "cpu":
-        notes.append("int8 skipped: CPU only")
-    elif not isinstance(net, CompactSegNet):
-        notes.append(f"int8 skipped: {cfg.student_arch} is not a plain conv net")
-    else:
-        return ["fused", "jit", "int8"]
-    return ["fused", "jit"]
 
 
 @dataclass

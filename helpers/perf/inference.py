@@ -1,6 +1,8 @@
 """Faster inference paths, each a new module with the same output, checked against eager fp32:
 eager / fused (Conv+BN folding, channels_last) / jit (trace + freeze + optimize_for_inference) / int8 (FX
-static quantization, CPU only); `argmax_agreement` measures how often a path's label map equals eager's."""
+static quantization, CPU only) / onnxruntime (the exported ONNX file run by ONNX Runtime, `export.py`);
+`argmax_agreement` measures how often a path's label map equals eager's, and a path is offered as the
+table's latency column only when that is at least `MIN_AGREEMENT` on real images."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ..core.errors import UserError
 from .costs import DEFAULT_INPUT, model_device
 
-PATHS = ("eager", "fused", "jit", "int8")
+PATHS = ("eager", "fused", "jit", "int8", "onnxruntime")
+TABLE_PATHS = ("eager", "fused", "jit", "onnxruntime")  # the choices of the `inference_path` knob
+MIN_AGREEMENT = 0.999  # argmax agreement with eager fp32 a table path needs on real images
 
 
 def _logits(out) -> torch.Tensor:
@@ -96,38 +100,49 @@ def optimize_for_inference(
                `calibration` (an iterable of (N, 3, H, W) float batches, normalised like real
                inputs) or, if None, on 8 random batches; expect a small accuracy change, so check
                it with `argmax_agreement` on real images.
+      "onnxruntime": exported by torch.onnx (batch, height and width free), checked by onnx.checker and
+               run by ONNX Runtime (`export.OrtModel`: the CPU execution provider; CUDA where the
+               installed onnxruntime has it).
     """
     if path not in PATHS:
         raise UserError(f"optimize_for_inference: unknown path {path!r}; choose one of {PATHS}.")
     m = copy.deepcopy(model).eval()
     if path == "eager":
         return m
+    if path == "onnxruntime":
+        from .export import onnxruntime_model
+
+        return onnxruntime_model(m, int(input_size[-1]))
     if path == "fused":
         fold_conv_bn(m)
         return ChannelsLast(m.to(memory_format=torch.channels_last)).eval()
     example = torch.randn(tuple(input_size), device=model_device(m))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit / torch.ao.quantization deprecation notices
-        if path == "jit":
-            wrapped = ChannelsLast(m.to(memory_format=torch.channels_last)).eval()
-            with torch.no_grad():
-                traced = torch.jit.trace(wrapped, example, strict=False)
-                return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-        # int8
-        if model_device(m).type != "cpu":
-            raise UserError("optimize_for_inference(path='int8') runs on CPU only; pass a CPU model.")
-        from torch.ao.quantization import get_default_qconfig_mapping
-        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+        return _jit(m, example) if path == "jit" else _int8(m, example, calibration, input_size)
 
-        try:
-            prepared = prepare_fx(m, get_default_qconfig_mapping("x86"), (example,))
-        except Exception as e:  # FX cannot trace data-dependent Python control flow
-            raise UserError(
-                f"int8: torch.fx could not trace this model ({type(e).__name__}: "
-                f"{e}); use path='fused' or 'jit' instead."
-            ) from e
-        _calibrate(prepared, calibration, input_size)
-        return convert_fx(prepared).eval()
+
+def _jit(m: nn.Module, example) -> nn.Module:
+    wrapped = ChannelsLast(m.to(memory_format=torch.channels_last)).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapped, example, strict=False)
+        return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+
+
+def _int8(m: nn.Module, example, calibration, input_size) -> nn.Module:
+    if model_device(m).type != "cpu":
+        raise UserError("optimize_for_inference(path='int8') runs on CPU only; pass a CPU model.")
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    try:
+        prepared = prepare_fx(m, get_default_qconfig_mapping("x86"), (example,))
+    except Exception as e:  # FX cannot trace data-dependent Python control flow
+        raise UserError(
+            f"int8: torch.fx could not trace this model ({type(e).__name__}: {e}); use path='fused' or 'jit' instead."
+        ) from e
+    _calibrate(prepared, calibration, input_size)
+    return convert_fx(prepared).eval()
 
 
 def argmax_agreement(model_a: nn.Module, model_b: nn.Module, images) -> float:

@@ -23,6 +23,8 @@ from ..training import cost
 from . import accuracy, claims, costs, notes
 from .files import write_results
 
+AGREEMENT_IMAGES = 4  # eval images on which a faster inference path must agree with eager
+
 
 def _find_models(cfg: Config, device):
     """({key: model}, {key: checkpoint path}, missing [(method, seed, path, why)]) of the run's finished
@@ -95,7 +97,7 @@ def compare(cfg: Config, progress=True, write=True, partial=True) -> dict:
         return {}  # under torchrun: the other ranks took part in the sharded evaluation only
     seeds, size = seeds_of(cfg), (1, 3, cfg.latency_size, cfg.latency_size)
     present = [m for m in [*cfg.students, "teacher"] if m in evals]
-    lat = _latency(cfg, models, present, size)
+    lat, path = _latency(cfg, models, present, size, ds)
     agreement = _agreement(cfg, models, present, ds, progress)
     rows = [_row(cfg, method, models, evals, agreement, seeds, lat, size) for method in present]
     costs.with_ratios(rows)
@@ -106,7 +108,7 @@ def compare(cfg: Config, progress=True, write=True, partial=True) -> dict:
         "rows": rows,
         "latency": {
             **{k: any_lat[k] for k in ("device", "threads", "dtype", "input_size")},
-            "path": cfg.inference_path,
+            **path,
             "time": datetime.now().astimezone().isoformat(timespec="seconds"),
         },
         "protocol": (
@@ -130,11 +132,26 @@ def compare(cfg: Config, progress=True, write=True, partial=True) -> dict:
     return results
 
 
-def _latency(cfg: Config, models: dict, present: list, size) -> dict:
-    """Batch-1 latency of the deployed networks (no KD adapter), measured interleaved in this process."""
-    deployed = {k: perf.optimize_for_inference(models[k], cfg.inference_path, size) for k in present}
+def _latency(cfg: Config, models: dict, present: list, size, ds) -> tuple[dict, dict]:
+    """Batch-1 latency of the deployed networks (no KD adapter) on `cfg.inference_path`, measured interleaved
+    in this process, and {"path", "path_agreement"?, "path_note"?}: a path other than eager is used only if
+    every model's argmax agrees with eager's on at least perf.MIN_AGREEMENT of the pixels of the first
+    eval images; otherwise the column falls back to eager and the note says why."""
+    path, info = cfg.inference_path, {"path": cfg.inference_path}
+    deployed = {k: perf.optimize_for_inference(models[k], path, size) for k in present}
+    if path != "eager":
+        images = [ds[i][0][None] for i in range(min(AGREEMENT_IMAGES, len(ds)))]
+        worst = min(perf.argmax_agreement(models[k], deployed[k], images) for k in present)
+        info["path_agreement"] = worst
+        if worst < perf.MIN_AGREEMENT:
+            deployed = {k: perf.optimize_for_inference(models[k], "eager", size) for k in present}
+            info["path"] = "eager"
+            info["path_note"] = (
+                f"inference_path {path!r} agreed with eager fp32 on only {worst:.4f} of the pixels of "
+                f"{len(images)} {cfg.eval_split} images (needs {perf.MIN_AGREEMENT}), so eager was timed"
+            )
     device = runtime.resolve_device(cfg.device)
-    return perf.latency(deployed, size, device=str(device), min_run_time=cfg.latency_min_time)
+    return perf.latency(deployed, size, device=str(device), min_run_time=cfg.latency_min_time), info
 
 
 def _agreement(cfg: Config, models: dict, present: list, ds, progress: bool) -> dict:

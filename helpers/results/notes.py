@@ -67,20 +67,7 @@ def notes(results: dict) -> list[str]:
         )
     if _ci_note(results):
         lines.append(_ci_note(results))
-    lat = results.get("latency") or {}
-    if lat:
-        size = lat.get("input_size")
-        size = "x".join(map(str, size)) if isinstance(size, (list, tuple)) else size
-        lines.append(
-            f"Latency: mean ± std in ms per forward pass; device {lat.get('device', '?')}, "
-            f"{lat.get('threads', '?')} threads, {lat.get('dtype', '?')}, input {size}, "
-            f"path: {lat.get('path', '?')}."
-        )
-        if len(lat.get("measurements") or []) > 1:
-            lines.append(
-                f"Latency shown: the quietest of {len(lat['measurements'])} measurements of these models "
-                f"({str(lat.get('shown'))[:16].replace('T', ' ')}); all are in the JSON file."
-            )
+    lines += _latency_notes(results.get("latency") or {})
     noisy = [
         row_label(r)
         for r in results["rows"]
@@ -102,4 +89,32 @@ def notes(results: dict) -> list[str]:
         lines.append(f"Protocol: {results['protocol']}.".replace("..", "."))
     if results.get("run"):
         lines.append(f"Run: {results['run']}.")
+    return lines
+
+
+def _latency_notes(lat: dict) -> list[str]:
+    """The latency conditions: device, threads, dtype, input, path (and its agreement or fallback), which
+    measurement is shown."""
+    if not lat:
+        return []
+    lines = []
+    size = lat.get("input_size")
+    size = "x".join(map(str, size)) if isinstance(size, (list, tuple)) else size
+    lines.append(
+        f"Latency: mean ± std in ms per forward pass; device {lat.get('device', '?')}, "
+        f"{lat.get('threads', '?')} threads, {lat.get('dtype', '?')}, input {size}, "
+        f"path: {lat.get('path', '?')}"
+        + (
+            f" (argmax agreement with eager fp32: {lat['path_agreement']:.4f})."
+            if num(lat.get("path_agreement")) is not None and not lat.get("path_note")
+            else "."
+        )
+    )
+    if lat.get("path_note"):
+        lines.append(f"Latency path: {lat['path_note']}.")
+    if len(lat.get("measurements") or []) > 1:
+        lines.append(
+            f"Latency shown: the quietest of {len(lat['measurements'])} measurements of these models "
+            f"({str(lat.get('shown'))[:16].replace('T', ' ')}); all are in the JSON file."
+        )
     return lines
