@@ -54,7 +54,14 @@ def test_results_and_timings_come_from_the_run_folder(tmp_path):
     md = readme.results_markdown(tmp_path)
     assert "| Response-based | 0.5300 | 0.5700 | 0.5500 ± 0.0100 |" in md
     assert "| Δ Response-based | +0.0400 | +0.0600 | +0.0500 |" in md
-    assert "**112 s (1.9 min)**" in readme.timings_markdown(tmp_path)
+    assert "| one after another | 12 s | 100 s | **112 s (1.9 min)** |" in readme.timings_markdown(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "timings.json").write_text(json.dumps({"01_data": 11.0, "02_baseline": 60.0, "total": 71.0}))
+    (other / "run_params.yaml").write_text("jobs: auto\nthreads: auto\n")
+    rows = readme.timings_markdown(tmp_path, [other]).splitlines()
+    assert rows[0] == "| trainings | 01_data | 02_baseline | **total** |" and len(rows) == 4
+    assert rows[3] == "| jobs=auto, threads=auto | 11 s | 60 s | **71 s (1.2 min)** |"
     with pytest.raises(UserError, match="timings.json not found"):
         readme.timings_markdown(tmp_path / "nope")
 

@@ -60,12 +60,12 @@ def _run_command(sub) -> None:
 
 
 def _train_command(sub) -> None:
-    t = sub.add_parser("train", help="train one model (as notebooks 02-04 do)")
+    t = sub.add_parser("train", help="train a method's students, every seed side by side (as notebooks 02-04 do)")
     t.add_argument("--method", required=True, help=METHOD_HELP)
     t.add_argument(
         "--seed",
         type=int,
-        help="this student's seed (default: the run's seed); the teacher stays the run's, as in a study with seeds > 1",
+        help="this seed only (default: every seed of the run, `jobs` at once); the teacher is trained once",
     )
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
@@ -172,6 +172,7 @@ def _tool_commands(sub) -> None:
     g.add_argument("--results", type=Path, help="a run folder (reports/demo): its timings and comparison table")
     g.add_argument("--sweep", type=Path, action="append", help="a sweep folder: its calibration table (repeatable)")
     g.add_argument("--teacher", type=Path, action="append", help="a teacher checkpoint: its holdout curve")
+    g.add_argument("--timings", type=Path, action="append", help="another run folder: a row of the timings table")
     g.set_defaults(func=c.cmd_docs)
 
 

@@ -78,7 +78,7 @@ def _train(a, job):
     from .. import kd, training
     from ..config.study import read_record, record
     from ..models import checkpoint_path
-    from ..scale.torchrun import EPOCH_LINES
+    from ..scale.torchrun import CHILD, EPOCH_LINES
 
     main = job is None or job.main
     cfg = run_config(a.preset, a.param, epochs=a.epochs, batch_size=a.batch_size, force=True if a.force else None)
@@ -88,31 +88,62 @@ def _train(a, job):
         cfg = cfg.replace(teacher_epochs=a.epochs, epochs=cfg.epochs)
     if cfg.force and a.resume:
         raise UserError("--resume continues a checkpoint and --force (force=True) deletes it: give one of them.")
-    path = checkpoint_path(cfg, a.method, a.seed)
-    exists = path.is_file()  # (read by every rank before rank 0 may delete it)
-    if main:
+    seeds = _seeds(cfg, a)
+    if main and os.environ.get(CHILD) != "1":  # (a job of a batch leaves the run's record to its parent)
         record(cfg, a.preset or (read_record(cfg.checkpoints_dir, cfg.run_name) or {}).get("preset"), "cli")
-    if cfg.force:  # the same deletion as force=True in notebooks 02-04, for the seed trained here
-        exists = False
+    _forget_or_refuse(cfg, a, seeds, job)
+    progress = not a.no_progress and os.environ.get(EPOCH_LINES) != "1"
+    if len(seeds) > 1 and job is None:  # every seed: side by side as `jobs` says, the rest here
+        waiting = [s for s in seeds if not (training.read(checkpoint_path(cfg, a.method, s)) or {}).get("complete")]
+        cfg = training.side_by_side(cfg, [training.Job(cfg, a.method, s) for s in waiting], progress, len(seeds))
+    for seed in seeds:
+        _, history = training.fit(
+            cfg,
+            a.method,
+            seed=seed,
+            resume=a.resume or len(seeds) > 1,
+            progress=progress,
+            stop_after_epoch=a.stop_after_epoch,
+        )
         if main:
-            for p in training.forget(cfg, a.method, seeds=[cfg.seed if a.seed is None else a.seed]):
+            monitor = history.get("monitor_miou")
+            print(
+                f"saved {checkpoint_path(cfg, a.method, seed)}"
+                + (f" (monitor mIoU on {cfg.monitor_split}: {monitor[-1]:.4f})" if monitor else ""),
+                flush=True,
+            )
+
+
+def _seeds(cfg, a) -> list:
+    """The seeds `train` trains: --seed S alone; without it every seed of the run, as notebooks 02-04 do (the
+    teacher: one)."""
+    from ..models import seeds_of
+
+    if a.seed is not None:
+        return [a.seed]
+    return [cfg.seed] if a.method == "teacher" else seeds_of(cfg)
+
+
+def _forget_or_refuse(cfg, a, seeds: list, job) -> None:
+    """--force: delete the checkpoints of the seeds trained here (as force=True in notebooks 02-04); without
+    --resume, refuse to overwrite one that exists."""
+    from .. import training
+    from ..models import checkpoint_path
+
+    exists = [p for s in seeds if (p := checkpoint_path(cfg, a.method, s)).is_file()]  # (all ranks, before deleting)
+    if cfg.force:
+        if job is None or job.main:
+            for p in training.forget(cfg, a.method, seeds=seeds):
                 print(f"deleted {p}")
         if job is not None:
             job.barrier()
+        return
     if not a.resume and exists:
+        one = len(exists) == 1
+        which = f"'{exists[0]}' already exists" if one else f"{len(exists)} checkpoints exist ('{exists[0]}', ...)"
         raise UserError(
-            f"'{path}' already exists. Pass --resume to continue (or reuse) it, or --force to delete it "
-            "and train from scratch."
-        )
-    progress = not a.no_progress and os.environ.get(EPOCH_LINES) != "1"
-    _, history = training.fit(
-        cfg, a.method, seed=a.seed, resume=a.resume, progress=progress, stop_after_epoch=a.stop_after_epoch
-    )
-    if main:
-        monitor = history.get("monitor_miou")
-        print(
-            f"saved {path}" + (f" (monitor mIoU on {cfg.monitor_split}: {monitor[-1]:.4f})" if monitor else ""),
-            flush=True,
+            f"{which}. Pass --resume to continue (or reuse) {'it' if one else 'them'}, or --force to "
+            "delete and train from scratch."
         )
 
 
@@ -251,7 +282,8 @@ def cmd_bench(a):
 def cmd_docs(a):
     from ..report import docs
 
-    print(f"regenerated: {', '.join(docs.regenerate_all(a.results, a.sweep or (), a.teacher or ()))}")
+    done = docs.regenerate_all(a.results, a.sweep or (), a.teacher or (), timings=a.timings or ())
+    print(f"regenerated: {', '.join(done)}")
 
 
 def cmd_runs(a):

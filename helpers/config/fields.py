@@ -33,6 +33,19 @@ class Knobs:
     force: bool = run(False, "02-04: retrain this notebook's models even when finished checkpoints exist")
     nproc: int = run(1, "processes (GPUs) to train with; > 1: notebooks and the runner launch torchrun", minimum=1)
     sync_bn: bool = run(True, "with nproc > 1 on CUDA: SyncBatchNorm (BN statistics over the global batch)")
+    jobs: int | str = run(
+        "auto",
+        "02-04, train, sweep: trainings run side by side, each its own process; 'auto': on the CPU all of a "
+        "batch (a method's seeds, a sweep's cells) at once, up to 2 per core; on CUDA one per visible GPU; "
+        "1: one after another in this process",
+        minimum=1,
+    )
+    threads: int | str = run(
+        "auto",
+        "CPU threads of each training: 'auto' = cores / jobs (at least 1), or a number; the thread count "
+        "changes float results (recorded with every checkpoint), what runs beside a training does not",
+        minimum=1,
+    )
     # data
     dataset: str = data("demo", "'demo' (generated, VOC layout) or 'voc' (real VOC 2012)", ("demo", "voc"))
     data_root: str = data("data/demo", "folder that holds VOCdevkit/VOC2012")

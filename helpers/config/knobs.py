@@ -34,7 +34,7 @@ PATH_KNOBS = ("checkpoints_dir", "reports_dir", "data_root", "sbd_root", "teache
 _NOT_A_PATH = {"sbd_root": ("",), "teacher_weights": ("scratch", "torchvision")}
 # dataset="voc": the split each split knob should name when VOC lacks its value
 _VOC_SPLIT_ADVICE = {"train_split": "train", "teacher_split": "train", "monitor_split": "val", "eval_split": "val"}
-TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list}
+TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "int | str": (int, str)}
 
 
 @dataclass
@@ -237,6 +237,11 @@ def _check(cfg: Config, s: Spec) -> str | None:
         return f"Parameter '{s.name}' must be {s.type}, got {v!r} ({type(v).__name__})."
     if want is list and not all(isinstance(x, str) for x in v):
         return f"Parameter '{s.name}' must be a list of names, got {v!r}."
+    if s.type == "int | str":  # a number or "auto"
+        if isinstance(v, bool) or (isinstance(v, str) and v != "auto"):
+            return f"Parameter '{s.name}' is {v!r}; give 'auto' or a whole number (at least {s.minimum})."
+        if v == "auto":
+            return None
     if s.choices and v not in s.choices:
         return f"Parameter '{s.name}' is {v!r}; choose one of {s.choices}."
     if s.minimum is not None and v < s.minimum:

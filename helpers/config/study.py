@@ -58,11 +58,28 @@ def record(cfg: Config, preset: str | None, by: str) -> str | None:
     settings = {k: v for k, v in cfg.to_dict().items() if k not in LOCAL}
     stamp = {"by": by, "time": datetime.now().astimezone().isoformat(timespec="seconds")}
     folder = Path(cfg.checkpoints_dir)
+    old = read_record(cfg.checkpoints_dir, cfg.run_name) or {}
+    resolved = {k: old[k] for k in old if k not in ("preset", "by", "time", "settings")}  # (`note`s stay)
     write_text_atomic(
-        folder / cfg.run_name / RECORD, json.dumps({"preset": preset, **stamp, "settings": settings}, indent=1)
+        folder / cfg.run_name / RECORD,
+        json.dumps({"preset": preset, **stamp, "settings": settings, **resolved}, indent=1),
     )
     write_text_atomic(folder / CURRENT, json.dumps({"run_name": cfg.run_name, **stamp}, indent=1))
     return before if before not in (None, cfg.run_name) else None
+
+
+def note(cfg: Config, key: str, value) -> None:
+    """Add `key: value` (a dict: merged into the one there) to the run's recorded settings: what a knob
+    resolved to on this machine (e.g. the threads each training had, which float results depend on); nothing
+    for a run without a record."""
+    from ..core.checkpoint import write_text_atomic
+
+    rec = read_record(cfg.checkpoints_dir, cfg.run_name)
+    if isinstance(value, dict) and isinstance((rec or {}).get(key), dict):
+        value = {**rec[key], **value}  # (one entry per method, say)
+    if rec is not None and rec.get(key) != value:
+        rec[key] = value
+        write_text_atomic(paths.resolve(cfg.checkpoints_dir) / cfg.run_name / RECORD, json.dumps(rec, indent=1))
 
 
 def differences(cfg: Config, preset: str | None) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import random
 import sys
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -52,6 +52,18 @@ def resolve_device(name: str = "auto") -> torch.device:
             "Use device='cpu' or 'auto', or run on a machine with a GPU."
         )
     return torch.device(name)
+
+
+@contextmanager
+def threads(n: int | str | None):
+    """torch's CPU threads set to `n` inside the block and restored after ('auto' or None: left as they are)."""
+    before = torch.get_num_threads()
+    if isinstance(n, int) and not isinstance(n, bool):
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def seed_all(seed: int) -> None:

@@ -168,6 +168,8 @@ def run(
     ]
     todo = [c for c in cells if key(*c) not in done]
     teacher = study_teacher(cfg, progress) if any(m != "baseline" for m, _, _ in todo) else cfg.teacher_weights
+    batch = [training.Job(cell_config(cfg, m, st, out, teacher), m, s, label(m, st)) for m, st, s in todo]
+    cfg = training.side_by_side(cfg, batch, progress, total=len(cells))  # (the loop below loads what they trained)
     device = runtime.resolve_device(cfg.device)
     bar = tqdm(cells, desc=f"sweep {method}", disable=not progress)
     for m, st, s in bar:

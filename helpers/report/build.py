@@ -31,8 +31,9 @@ def title_for(params: dict | None) -> str:
     return f"{DEFAULT_TITLE} ({'PASCAL VOC 2012' if voc else 'demo data in the VOC layout, not PASCAL VOC 2012'})"
 
 
-def environment_info() -> dict[str, str]:
-    """Versions and machine: python, torch, torchvision, device, CPU threads, platform, date."""
+def environment_info(training: str | None = None) -> dict[str, str]:
+    """Versions and machine: python, torch, torchvision, device, CPU threads, platform, date; `training`: how the
+    run's trainings ran (threads each, how many side by side; `scale.jobs.recorded`)."""
     info = {"python": platform.python_version()}
     try:
         import torch
@@ -59,7 +60,9 @@ def environment_info() -> dict[str, str]:
     )
     info["platform"] = platform.platform()
     info["date"] = datetime.now().astimezone().isoformat(timespec="seconds")
-    return {k: info[k] for k in ("python", "torch", "torchvision", "device", "cpu_threads", "platform", "date")}
+    info["training"] = training
+    keys = ("python", "torch", "torchvision", "device", "cpu_threads", "training", "platform", "date")
+    return {k: info[k] for k in keys if info[k] is not None}
 
 
 def _html_table(mapping: dict, key: str, value: str) -> str:

@@ -3,7 +3,8 @@
 Always: docs/parameters.md (every knob, from `config.specs()`) and environment.yml (from pyproject.toml, the
 one list of dependencies). With run files, every number the README and docs/ quote from the demo is copied
 in between `<!-- NAME:start -->` and `<!-- NAME:end -->` markers, so they are regenerated, never edited:
-- timings: a run folder's `timings.json` (written by the runner);
+- timings: a run folder's `timings.json` (written by the runner), and those of `--timings` folders (the same
+  study with other `jobs`/`threads`) as further rows;
 - results: its `kd_comparison_results.json` (the table, then every seed's mIoU and Δ);
 - teacher: teacher checkpoints' holdout mIoU after each epoch (their history);
 - calibration: `sweep.md` of each sweep folder.
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
+
+import yaml
 
 from ..config.knobs import specs
 from ..config.presets import available_presets, load_preset
@@ -37,18 +40,22 @@ def _read_json(path: Path, made_by: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def timings_markdown(run_dir) -> str:
-    t = _read_json(Path(run_dir) / "timings.json", "`python -m helpers run` (make report)")
-    steps = [k for k in t if k != "total"]
-    return (
-        "| "
-        + " | ".join(steps)
-        + " | **total** |\n|"
-        + "---:|" * (len(steps) + 1)
-        + "\n| "
-        + " | ".join(f"{t[k]:.0f} s" for k in steps)
-        + f" | **{t['total']:.0f} s ({t['total'] / 60:.1f} min)** |\n"
-    )
+def timings_markdown(run_dir, more=()) -> str:
+    """A row per run folder (`run_dir`, then `more`): its `timings.json`, labelled by how its trainings ran
+    (jobs and threads, from its `run_params.yaml`)."""
+    rows = []
+    for d in [run_dir, *more]:
+        t = _read_json(Path(d) / "timings.json", "`python -m helpers run` (make report)")
+        params = Path(d) / "run_params.yaml"
+        p = yaml.safe_load(params.read_text(encoding="utf-8")) if params.is_file() else {}
+        schedule = f"jobs={p['jobs']}, threads={p['threads']}" if "jobs" in p else "one after another"
+        rows.append((schedule, t))
+    steps = [k for k in rows[0][1] if k != "total"]
+    out = ["| trainings | " + " | ".join(steps) + " | **total** |", "|---|" + "---:|" * (len(steps) + 1)]
+    for schedule, t in rows:
+        cells = [f"{t[k]:.0f} s" if k in t else "—" for k in steps]
+        out.append(f"| {schedule} | " + " | ".join(cells) + f" | **{t['total']:.0f} s ({t['total'] / 60:.1f} min)** |")
+    return "\n".join(out) + "\n"
 
 
 def results_markdown(run_dir) -> str:
@@ -120,10 +127,11 @@ def calibration_markdown(sweep_dirs) -> str:
     return "\n".join(out)
 
 
-def regenerate(text: str, results=None, sweeps=(), teachers=(), where: str = "README.md") -> str:
-    """`text` with each block for which a source was given, and which it has, regenerated."""
+def regenerate(text: str, results=None, sweeps=(), teachers=(), where: str = "README.md", timings=()) -> str:
+    """`text` with each block for which a source was given, and which it has, regenerated (`timings`: more run
+    folders whose timings go under the results' own)."""
     blocks = {
-        "timings": lambda: timings_markdown(results) if results else None,
+        "timings": lambda: timings_markdown(results, timings) if results else None,
         "results": lambda: results_markdown(results) if results else None,
         "table": lambda: results_markdown(results).split("\n\n")[0] if results else None,
         "teacher": lambda: teacher_markdown(teachers) if teachers else None,
@@ -184,7 +192,7 @@ def environment_yaml(pyproject: Path = PROJECT_ROOT / "pyproject.toml") -> str:
     return "\n".join(lines + [f"      - {p}" for p in dict.fromkeys(pins)]) + "\n"
 
 
-def regenerate_all(results=None, sweeps=(), teachers=(), root: Path = PROJECT_ROOT) -> list[str]:
+def regenerate_all(results=None, sweeps=(), teachers=(), root: Path = PROJECT_ROOT, timings=()) -> list[str]:
     """Write every generated file, and, from run files, the blocks of README.md and docs/*.md that hold their
     figures (README: timings and the table; docs/results.md: every seed; docs/demo_design.md: the teacher's
     curves; docs/calibration.md: the sweeps); returns what was written."""
@@ -194,7 +202,7 @@ def regenerate_all(results=None, sweeps=(), teachers=(), root: Path = PROJECT_RO
     if results or sweeps or teachers:
         for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
             text = path.read_text(encoding="utf-8")
-            new = regenerate(text, results, sweeps, teachers, path.name)
+            new = regenerate(text, results, sweeps, teachers, path.name, timings)
             if new != text:
                 path.write_text(new, encoding="utf-8")
                 done.append(str(path.relative_to(root)))

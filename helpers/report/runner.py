@@ -184,9 +184,11 @@ def _epoch_lines():
 
 
 def _report(cfg, out_dir: Path, executed: list, preset, log, t_run: float, timings: dict) -> float:
+    from ..scale.jobs import recorded
     from . import browser, build
 
-    html = build.build_report(out_dir, executed, params=cfg.to_dict(), env=build.environment_info(), preset=preset)
+    env = build.environment_info(training=recorded(cfg))
+    html = build.build_report(out_dir, executed, params=cfg.to_dict(), env=env, preset=preset)
     pdf = browser.export_pdf(html)
     log(
         f"Report: {html}\nPDF:    " + (str(pdf) if pdf else "not written (no Chromium found); the HTML has everything.")

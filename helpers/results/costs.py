@@ -17,8 +17,8 @@ from ..training import cost
 
 
 def row_cost(cfg: Config, method: str, seeds) -> dict:
-    """{"train_s" (mean over seeds), "train_s_per_seed", "train_device", "train_tflops" (per seed),
-    "train_epochs"} of a student row, from its checkpoints."""
+    """{"train_s" (mean over seeds), "train_s_per_seed", "train_device", "train_threads", "train_side_by_side"
+    (of its first seed), "train_tflops" (per seed), "train_epochs"} of a student row, from its checkpoints."""
     states = [checkpoint.load(store.checkpoint_path(cfg, method, s)) for s in seeds]
     share = _cache_seconds(cfg) / max(1, _readers(cfg) * len(seeds)) if _reads_cache(cfg, method) else 0.0
     seconds = [sum(st["history"].get("time_s", [])) + share for st in states]
@@ -26,6 +26,8 @@ def row_cost(cfg: Config, method: str, seeds) -> dict:
         "train_s": sum(seconds) / len(seconds),
         "train_s_per_seed": seconds,
         "train_device": states[0].get("device") or "not recorded",
+        "train_threads": states[0].get("threads"),  # (None: a checkpoint from before they were recorded)
+        "train_side_by_side": states[0].get("side_by_side", 1),
         "train_tflops": cost.seed_gflops(cfg, method) / 1e3,
         "train_epochs": cost.epochs_of(cfg, method),
     }

@@ -21,6 +21,7 @@ from ..core.runtime import resolve_device
 from ..models import checkpoint_path, load_model
 
 EPOCH_LINES = "HELPERS_EPOCH_LINES"  # set (to 1) for a torchrun child: one line per epoch, no progress bars
+CHILD = "HELPERS_CHILD"  # set (to 1) for a training started by this process: it leaves the run's record alone
 
 
 def fit_torchrun(cfg: Config, method: str, seed: int, timeout_s: float | None = None) -> tuple[torch.nn.Module, dict]:
@@ -54,7 +55,7 @@ def fit_torchrun(cfg: Config, method: str, seed: int, timeout_s: float | None = 
 def stream(cmd: list, show, timeout_s: float | None = None) -> tuple[int, str]:
     """Run `cmd` in the project root (one line per epoch: EPOCH_LINES), print the lines `show(line)` accepts as
     they come; returns (exit status, its last 30 lines). Ctrl-C stops it too."""
-    env = {**os.environ, EPOCH_LINES: "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, EPOCH_LINES: "1", CHILD: "1", "PYTHONUNBUFFERED": "1"}
     last, t0 = deque(maxlen=30), time.perf_counter()
     proc = subprocess.Popen(
         cmd, cwd=str(paths.root()), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1

@@ -19,7 +19,7 @@ import torch
 
 from ..config.knobs import Config
 from ..core.errors import UserError
-from ..core.runtime import autocast, keep_freed_memory
+from ..core.runtime import autocast, keep_freed_memory, threads
 from ..data.loaders import dataset, prepare_data
 from ..kd import objective
 from ..models import store
@@ -88,7 +88,13 @@ def fit(cfg: Config, method: str, seed=None, resume=True, progress=True, stop_af
     method: "teacher" (teacher_arch on teacher_split) or a registered KD method (the student on train_split:
     every method of one seed starts from the same weights and sees the same batches, only the loss differs).
     Under torchrun every process runs this (batch_size is the global batch; rank 0 saves and shows progress).
+    A student trains with cfg.threads CPU threads when that is a number (the teacher: the whole machine).
     `stop_after_epoch` ends early (tests: an interruption)."""
+    with threads(None if method == "teacher" else cfg.threads):
+        return _fit(cfg, method, seed, resume, progress, stop_after_epoch)
+
+
+def _fit(cfg: Config, method: str, seed, resume: bool, progress: bool, stop_after_epoch) -> tuple:
     seed = cfg.seed if seed is None else seed
     job = distributed.current(cfg.device)
     progress = progress and job.main

@@ -18,6 +18,7 @@ from ..data import voc
 from ..evaluation import evaluate
 from ..models import checkpoint_path, seeds_of, trains_here
 from ..scale import distributed
+from ..scale.jobs import SIDE_BY_SIDE
 from ..scale.torchrun import EPOCH_LINES
 from .cost import epochs_of
 
@@ -122,6 +123,8 @@ def save(path: Path, run, epoch: int, seed: int, history: dict, images: int) -> 
             "complete": epoch >= run.epochs,
             "rng": checkpoint.rng_state(),
             "device": str(run.device),
+            "threads": torch.get_num_threads(),  # (float results depend on it)
+            "side_by_side": int(os.environ.get(SIDE_BY_SIDE, "1")),  # trainings its batch ran at once
             "config": cfg.to_dict(),
             "history": history,
             "images": images,

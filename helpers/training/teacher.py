@@ -111,6 +111,22 @@ def feed(cfg: Config, method: str, teacher, train_ds, job: distributed.Context, 
     return train_ds, TeacherFeed(method, teacher, job.device)
 
 
+def prepare_shared(cfg: Config, method: str, progress: bool = True) -> None:
+    """What every training of `method` in a batch of jobs shares, made once, in this process, with the whole
+    machine: the data, the teacher (trained or loaded, pre-flight checked) and its logit cache."""
+    from ..data.loaders import prepare_data
+
+    device = distributed.current(cfg.device).device
+    prepare_data(cfg, progress)
+    m = kd.get(method)
+    if m.teacher is None:
+        return
+    teacher = get_teacher(cfg, device, progress, say=False)
+    checked(cfg, teacher, device)
+    if m.teacher == "logits" and cfg.teacher_cache:
+        teacher_cache(cfg, teacher, device, progress)
+
+
 def _trained_teachers(folder: Path, exclude: Path) -> list[dict]:
     """The finished teachers trained here before: {path, config, seconds, epochs, images} each."""
     found = []
