@@ -96,6 +96,9 @@ def test_the_compute_matched_baseline_is_a_row_with_its_own_comparisons(tiny_cfg
     md, text = table.table_markdown(results), analysis.analysis_text(results)
     assert "Δ mIoU vs compute-matched" in md and "Training TFLOPs / seed" in md and "Agreement with teacher" in md
     assert "Against the baseline trained as long" in text and "the baseline's training FLOPs" in text
+    n = rows["response"]["train_threads"]  # (from its checkpoint: trained here, alone)
+    assert n >= 1 and rows["response"]["train_side_by_side"] == 1
+    assert f"epochs on cpu, {n} thread{'s' if n != 1 else ''} each, 1 side by side; a method" in md
     grown = cfg.replace(students=["baseline", "response", "feature", "baseline_matched"])  # a costlier KD row now
     with pytest.raises(UserError, match="epochs in the checkpoint"):
         training.fit(grown, "baseline_matched", progress=False)

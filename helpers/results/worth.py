@@ -79,12 +79,11 @@ def worth_notes(results: dict) -> list[str]:
     rows = [r for r in results["rows"] if r.get("train_threads")]
     ways = sorted({(r["train_threads"], r.get("train_side_by_side", 1)) for r in rows})
     how = "; ".join(f"{t} thread{'s' if t != 1 else ''} each, {j} side by side" for t, j in ways)
-    shared = ": seconds on a shared machine, compare rows trained the same way" if any(j > 1 for _, j in ways) else ""
+    shared = " (seconds on a shared machine: compare rows trained the same way)" if any(j > 1 for _, j in ways) else ""
     lines = [
         f"Training cost per seed: measured wall-clock seconds of its epochs on {', '.join(devices) or '?'}"
-        + (f" ({how}{shared})" if how else "")
-        + " "
-        "(a method reading cached logits: plus its share of the one-time teacher pass), and TFLOPs counted by "
+        + (f", {how}{shared}" if how else "")
+        + "; a method reading cached logits adds its share of the one-time teacher pass. TFLOPs are counted by "
         "torch.utils.flop_counter (a multiply-add counted as 2): the student's forward and backward at the "
         "training crop × images × epochs, plus the teacher's forwards it needed (every step when online; a share "
         "of the one cached pass otherwise). × is against the baseline; inference cost is the same for every "
