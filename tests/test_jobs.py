@@ -116,6 +116,7 @@ def test_a_killed_batch_resumes_every_job_from_its_last_epoch(tiny_cfg):
     assert all(2 <= e < 60 for e in saved), (saved, out[-2000:])
     again = subprocess.run(_train_cmd(cfg, "--resume"), cwd=ROOT, env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.stdout.count("saved ") == 2  # one line per seed, from the parent
     for seed, done in zip((0, 1), saved):
         epochs = [int(m) for m in re.findall(rf"^baseline seed {seed} epoch (\d+)/60 ", again.stdout, re.M)]
         assert epochs == list(range(done + 1, 61)), (seed, done, epochs[:5])

@@ -78,6 +78,7 @@ def _train(a, job):
     from .. import kd, training
     from ..config.study import read_record, record
     from ..models import checkpoint_path
+    from ..scale.jobs import SIDE_BY_SIDE
     from ..scale.torchrun import CHILD, EPOCH_LINES
 
     main = job is None or job.main
@@ -105,7 +106,7 @@ def _train(a, job):
             progress=progress,
             stop_after_epoch=a.stop_after_epoch,
         )
-        if main:
+        if main and SIDE_BY_SIDE not in os.environ:  # (a job of a batch: its parent says it)
             monitor = history.get("monitor_miou")
             print(
                 f"saved {checkpoint_path(cfg, a.method, seed)}"
@@ -115,8 +116,7 @@ def _train(a, job):
 
 
 def _seeds(cfg, a) -> list:
-    """The seeds `train` trains: --seed S alone; without it every seed of the run, as notebooks 02-04 do (the
-    teacher: one)."""
+    """--seed S alone; without it every seed of the run, as notebooks 02-04 do (the teacher: one)."""
     from ..models import seeds_of
 
     if a.seed is not None:
