@@ -116,9 +116,35 @@ def test_a_killed_batch_resumes_every_job_from_its_last_epoch(tiny_cfg):
     assert all(2 <= e < 60 for e in saved), (saved, out[-2000:])
     again = subprocess.run(_train_cmd(cfg, "--resume"), cwd=ROOT, env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    for seed, done in zip((0, 1), saved):  # said before the batch starts
+        assert f"baseline seed {seed}: continues after epoch {done}\n" in again.stdout, again.stdout[:2000]
     assert again.stdout.count("saved ") == 2  # one line per seed, from the parent
     for seed, done in zip((0, 1), saved):
         epochs = [int(m) for m in re.findall(rf"^baseline seed {seed} epoch (\d+)/60 ", again.stdout, re.M)]
         assert epochs == list(range(done + 1, 61)), (seed, done, epochs[:5])
         state = checkpoint.load(paths[seed])
         assert state["complete"] and state["history"]["epoch"] == list(range(1, 61))
+
+
+def test_an_interrupted_batch_reads_as_one_paragraph_in_a_notebook(tiny_cfg, monkeypatch, capsys):
+    """The stop button in JupyterLab during a batch: the jobs are stopped and the cell shows one red paragraph
+    that says how to continue, not a traceback through the pool's threads."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from helpers.core.errors import install_ipython_handler
+
+    def interrupted(self, waiting, timeout_s):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs._Pool, "run", interrupted)
+    shell = InteractiveShell.instance()
+    try:
+        assert install_ipython_handler()
+        shell.user_ns.update(jobs=jobs, batch=[jobs.Job(tiny_cfg, "baseline", 0)])
+        result = shell.run_cell("jobs.run(batch, jobs.Plan(2, 1))")
+    finally:
+        InteractiveShell.clear_instance()
+    out = capsys.readouterr().out
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    assert "KeyboardInterrupt: the trainings of this batch were stopped; every finished epoch is saved" in out
+    assert "Traceback" not in out and "queue.py" not in out

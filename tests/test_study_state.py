@@ -212,7 +212,10 @@ def test_05_compares_what_is_finished(tiny_cfg, capsys):
     )
     assert results["rows"][1]["diff_vs_baseline"]["diff"] is not None
     assert "Partial table" in (runs.reports_dir(tiny_cfg) / "kd_comparison_results.md").read_text()
-    assert analysis.analysis_text(results)
+    assert "Agreement with the teacher" in analysis.analysis_text(results)
+    no_kd = {**results, "rows": [r for r in results["rows"] if r["method"] != "response"]}  # only the baseline
+    text = analysis.analysis_text(no_kd)
+    assert text and "; ." not in text and "Agreement with the teacher" not in text
 
 
 def test_the_analysis_says_when_the_teacher_is_weaker_than_the_students():

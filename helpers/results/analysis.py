@@ -259,19 +259,17 @@ def _worth_sentences(results: dict, students: list[dict], base: dict) -> list[st
             "Whether a baseline given the same training compute would catch up is not measured in this run "
             "(add baseline_matched to students)."
         )
-    agree = [r for r in students if num(r.get("agreement")) is not None]
-    if agree and num(base.get("agreement")) is not None:
+    agree = [
+        f"{row_label(r)} {r['agreement']:.4f} ({r['agreement_diff_vs_baseline']['diff']:+.4f}, "
+        + ("distinguishable" if significant(r["agreement_diff_vs_baseline"]) else "not distinguishable")
+        + ")"
+        for r in students
+        if r is not base and num(r.get("agreement")) is not None and r.get("agreement_diff_vs_baseline")
+    ]
+    if agree and num(base.get("agreement")) is not None:  # (no KD row finished: nothing to compare)
         out.append(
             "Agreement with the teacher (share of pixels where the student's argmax is the teacher's): "
-            f"{base['agreement']:.4f} without KD; "
-            + "; ".join(
-                f"{row_label(r)} {r['agreement']:.4f} ({r['agreement_diff_vs_baseline']['diff']:+.4f}, "
-                + ("distinguishable" if significant(r["agreement_diff_vs_baseline"]) else "not distinguishable")
-                + ")"
-                for r in agree
-                if r is not base and r.get("agreement_diff_vs_baseline")
-            )
-            + "."
+            f"{base['agreement']:.4f} without KD; " + "; ".join(agree) + "."
         )
     return out
 

@@ -93,8 +93,8 @@ def worth_notes(results: dict) -> list[str]:
     if t.get("trained_here"):
         lines.append(
             f"The teacher was trained here once, shared by every KD row: {t['seconds']:.0f} s on "
-            f"{t['device']}, {t['tflops']:.3g} TFLOPs ({t['epochs']} epochs); in the literature the "
-            "teacher comes pretrained, so this cost is reported apart."
+            f"{t['device']}, {t['tflops']:.3g} TFLOPs ({t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}); in the "
+            "literature the teacher comes pretrained, so this cost is reported apart."
         )
     lines.append(
         "Agreement with the teacher: the share of non-void val pixels where the student's argmax equals "

@@ -108,6 +108,12 @@ def run(batch: list[Job], how: Plan, timeout_s: float | None = None) -> None:
         pool = _Pool(how, Path(tmp))
         try:
             failure = pool.run(list(batch), timeout_s)
+        except KeyboardInterrupt:
+            pool.stop_all()
+            raise KeyboardInterrupt(
+                "the trainings of this batch were stopped; every finished epoch is saved, so running again "
+                "continues each from its last checkpoint"
+            ) from None
         finally:
             pool.stop_all()
     if failure is not None:

@@ -56,9 +56,14 @@ def side_by_side(cfg: Config, batch: list, progress: bool = True, total: int | N
             prepare_shared(job.cfg, job.method, progress)
         names = ", ".join(dict.fromkeys(j.method for j in batch))
         print(
-            f"{names}: {len(batch)} trainings, {how.describe()} (jobs={cfg.jobs!r}, threads={cfg.threads!r})",
+            f"{names}: {len(batch)} trainings, {how.describe()} (jobs={cfg.jobs!r}, threads={cfg.threads!r}); "
+            "a line per epoch of each once its process has started",
             flush=True,
         )
+        for job in batch:  # (what a resumed batch continues)
+            state = read(checkpoint_path(job.cfg, job.method, job.seed))
+            if state and not state.get("complete"):
+                print(f"{job.title}: continues after epoch {state['epoch']}", flush=True)
         jobs.run(batch, how)
     return cfg.replace(threads=how.threads)
 
