@@ -30,16 +30,16 @@ def voc_sample():
     return VOC_SAMPLE
 
 
-@pytest.fixture
-def tiny_cfg(demo_root, tmp_path):
-    """A Config for seconds-long training on the tiny demo set."""
+def tiny_config(folder, demo_root, **changes):
+    """A Config for seconds-long training on the tiny demo set, its files under `folder`; `changes` on top
+    (module-scoped fixtures build theirs with it)."""
     from helpers.config import Config
 
-    return Config(
+    base = dict(
         run_name="t",
         min_teacher_miou=0,  # (a teacher of one tiny epoch: no pre-flight check)
-        checkpoints_dir=str(tmp_path / "ckpt"),
-        reports_dir=str(tmp_path / "reports"),
+        checkpoints_dir=str(folder / "ckpt"),
+        reports_dir=str(folder / "reports"),
         data_root=str(demo_root),
         demo_size=32,
         demo_scale=TINY_SCALE,
@@ -57,6 +57,13 @@ def tiny_cfg(demo_root, tmp_path):
         latency_size=32,
         latency_min_time=0.01,
     )
+    return Config(**{**base, **changes})
+
+
+@pytest.fixture
+def tiny_cfg(demo_root, tmp_path):
+    """A Config for seconds-long training on the tiny demo set."""
+    return tiny_config(tmp_path, demo_root)
 
 
 @pytest.fixture(autouse=True)

@@ -30,31 +30,10 @@ def cli(*args):
 @pytest.fixture(scope="module")
 def two_seeds(tmp_path_factory, demo_root):
     """Every student trained for seeds 0 and 1 (one epoch each) on the tiny demo set."""
-    from conftest import TINY_SCALE
+    from conftest import tiny_config
 
-    from helpers.config import Config
-
-    base = tmp_path_factory.mktemp("cmp")
-    cfg = Config(
-        run_name="two",
-        min_teacher_miou=0,  # (a teacher of one tiny epoch: no pre-flight check)
-        checkpoints_dir=str(base / "ckpt"),
-        reports_dir=str(base / "reports"),
-        data_root=str(demo_root),
-        demo_size=32,
-        demo_scale=TINY_SCALE,
-        crop_size=32,
-        base_size=32,
-        epochs=1,
-        teacher_epochs=1,
-        batch_size=4,
-        warmup_iters=1,
-        device="cpu",
-        seeds=2,
-        bootstrap_resamples=100,
-        latency_size=32,
-        latency_min_time=0.01,
-    )
+    base = tmp_path_factory.mktemp("cmp")  # (monitor_every and teacher_cache: the defaults)
+    cfg = tiny_config(base, demo_root, run_name="two", epochs=1, seeds=2, monitor_every=5, teacher_cache=True)
     for method in cfg.students:
         for s in compare.seeds_of(cfg):
             training.fit(cfg, method, seed=s, progress=False)

@@ -26,30 +26,10 @@ def _val_images(cfg, n=6):
 @pytest.fixture(scope="module")
 def trained(demo_root, tmp_path_factory):
     """A feature-KD student (it has an adapter, which must not be exported) trained one epoch on the tiny set."""
-    from conftest import TINY_SCALE
-
-    from helpers.config import Config
+    from conftest import tiny_config
 
     tmp = tmp_path_factory.mktemp("export")
-    cfg = Config(
-        run_name="t",
-        min_teacher_miou=0,
-        checkpoints_dir=str(tmp / "ckpt"),
-        reports_dir=str(tmp / "reports"),
-        data_root=str(demo_root),
-        demo_size=32,
-        demo_scale=TINY_SCALE,
-        crop_size=32,
-        base_size=32,
-        epochs=1,
-        teacher_epochs=1,
-        batch_size=4,
-        device="cpu",
-        seeds=1,
-        latency_size=32,
-        latency_min_time=0.01,
-        students=["baseline", "feature"],
-    )
+    cfg = tiny_config(tmp, demo_root, epochs=1, warmup_iters=50, monitor_every=5, students=["baseline", "feature"])
     torch.set_num_threads(1)
     training.fit(cfg, "feature", progress=False)
     return cfg
